@@ -1,0 +1,36 @@
+"""Packaging for tornado-ws. Runtime dependencies are deliberately few (see README)."""
+
+from setuptools import find_packages, setup
+
+TEST = [
+    "pytest>=8,<10",  # pytest-tornasync still uses yield_fixture, removed in pytest 10
+    "pytest-tornasync>=0.6",
+    "pytest-cov>=5",
+    "websockets>=13",  # an independent WebSocket client for black-box tests
+    "hypothesis>=6.100",
+    "ruff>=0.6",
+    "mypy>=1.10",
+]
+
+setup(
+    name="tornado-ws",
+    version="0.1.0",
+    description="Real-time session hub on Tornado: JWT-authenticated WebSocket sessions, ordered broadcast, presence",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["tornado_ws", "tornado_ws.*"]),
+    package_data={"tornado_ws": ["py.typed"]},
+    install_requires=["tornado>=6.4", "pyjwt[crypto]>=2.8"],
+    extras_require={
+        "test": TEST,
+        "redis": ["redis>=5"],
+        "bench": [],
+    },
+    entry_points={"console_scripts": ["tornado-ws=tornado_ws.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Tornado",
+        "Typing :: Typed",
+    ],
+)

@@ -1,0 +1,281 @@
+"""Shared fixtures: a real server on a free port, real clients, token minting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import tornado.web
+import websockets
+from tornado.ioloop import IOLoop
+from websockets.asyncio.client import ClientConnection
+
+from tornado_ws.app import make_app
+from tornado_ws.config import Config
+from tornado_ws.handlers import SessionHandler
+
+SECRET = "test-secret-" + "0123456789abcdef" * 4
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 5.0
+
+
+# -- CI: a skipped test proves nothing ------------------------------------------
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CI", "").lower() == "true" and _skipped:
+        print(f"\nCI=true: {len(_skipped)} test(s) skipped, which fails the run: {_skipped[:10]}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- the event loop -----------------------------------------------------------
+
+
+@pytest.fixture
+def io_loop() -> Iterator[IOLoop]:
+    """pytest-tornasync's loop fixture, minus the deprecated make_current/clear_current."""
+    loop = IOLoop(make_current=False)
+    asyncio.set_event_loop(loop.asyncio_loop)  # type: ignore[attr-defined]
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close(all_fds=True)
+
+
+# -- tokens -------------------------------------------------------------------
+
+
+def make_token(
+    sub: str | None = "alice",
+    org: str | None = "acme",
+    *,
+    secret: str = SECRET,
+    ttl: float = 3600,
+    algorithm: str = "HS256",
+    **extra: Any,
+) -> str:
+    now = int(time.time())
+    payload: dict[str, Any] = {"exp": now + ttl, "iat": now}
+    if sub is not None:
+        payload["sub"] = sub
+    if org is not None:
+        payload["org"] = org
+    payload.update(extra)
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+# -- the server under test ----------------------------------------------------
+
+
+def test_config(**overrides: Any) -> Config:
+    settings: dict[str, Any] = {"jwt_secret": SECRET, "ping_interval": 1.0, "ping_timeout": 1.0}
+    settings.update(overrides)
+    return Config(**settings)
+
+
+test_config.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def config() -> Config:
+    return test_config()
+
+
+@pytest.fixture
+def app(config: Config) -> Iterator[tornado.web.Application]:
+    application = make_app(config)
+    yield application
+    if SessionHandler.registry is not None:
+        SessionHandler.registry.reset()
+    SessionHandler.registry = None
+
+
+@pytest.fixture
+def port(http_server: Any, http_server_port: tuple[socket.socket, int]) -> int:
+    return http_server_port[1]
+
+
+@pytest.fixture
+def hub(app: tornado.web.Application) -> Any:
+    return app.settings["hub"]
+
+
+class Client:
+    """A real `websockets` client with JSON helpers and a per-frame timeout."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame = json.loads(raw)
+        assert isinstance(frame, dict)
+        return frame
+
+    async def recv_type(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """Next frame of type ``kind``, skipping presence noise in between."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == kind:
+                return frame
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+
+    async def publish(self, data: Any) -> None:
+        await self.send({"type": "message", "data": data})
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def closed_with(self, timeout: float = TIMEOUT) -> tuple[int | None, str]:
+        """Wait until the server closes us; return (code, reason)."""
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        except websockets.ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            return (rcvd.code, rcvd.reason) if rcvd else (None, "")
+
+    async def assert_silent(self) -> None:
+        """Prove nothing is queued for us: a ping round-trip returns only the pong."""
+        await self.send({"type": "ping"})
+        frame = await self.recv()
+        assert frame == {"type": "pong"}, f"unexpected frame {frame}"
+
+
+def ws_url(port: int, session: str, token: str | None = None, **query: Any) -> str:
+    url = f"ws://127.0.0.1:{port}/ws/{session}"
+    params = {**({"token": token} if token is not None else {}), **query}
+    if params:
+        url += "?" + "&".join(f"{k}={v}" for k, v in params.items())
+    return url
+
+
+class Clients:
+    """Opens real WebSocket clients against one port and closes them all at teardown."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.opened: list[Client] = []
+
+    async def connect(
+        self,
+        session: str,
+        token: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        query: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Client:
+        ws = await websockets.connect(
+            ws_url(self.port, session, token, **(query or {})),
+            additional_headers=headers,
+            max_queue=None,
+            open_timeout=TIMEOUT,
+            **kwargs,
+        )
+        client = Client(ws)
+        self.opened.append(client)
+        return client
+
+    async def join(
+        self, session: str, sub: str = "alice", org: str = "acme", *, query: dict[str, Any] | None = None, **claims: Any
+    ) -> tuple[Client, dict[str, Any]]:
+        """Connect with a fresh token; return the client and its welcome frame."""
+        client = await self.connect(session, make_token(sub, org, **claims), query=query)
+        welcome = await client.recv()
+        assert welcome["type"] == "welcome", welcome
+        return client, welcome
+
+    async def close_all(self) -> None:
+        for client in self.opened:
+            await client.close()
+
+
+@pytest.fixture
+def clients(port: int, io_loop: IOLoop) -> Iterator[Clients]:
+    pool = Clients(port)
+    yield pool
+    io_loop.run_sync(pool.close_all)
+
+
+async def wait_for(predicate: Any, timeout: float = TIMEOUT) -> None:
+    """Poll a cheap in-process condition (used only where no event exists)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+# -- the CLI as a subprocess ----------------------------------------------------
+
+_LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)/")
+
+
+class ServerProcess:
+    """``python -m tornado_ws ...`` as users start it; stderr is captured for log checks."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tornado-ws-{os.getpid()}-{id(self)}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tornado_ws", "--port", "0", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+        )
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log_path.read_bytes())
+            if match:
+                return int(match.group(1))
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}: {self.output()}")
+            time.sleep(0.02)
+        raise AssertionError("server did not start: " + self.output())
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def cli_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    marker = request.node.get_closest_marker("server_args")
+    args = list(marker.args) if marker else ["--jwt-secret", SECRET]
+    server = ServerProcess(args)
+    yield server
+    server.stop()
+    server.log_path.unlink(missing_ok=True)

@@ -1,0 +1,154 @@
+"""The command line as users run it: `python -m tornado_ws ...` in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.conftest import ROOT, SECRET, ServerProcess, make_token
+from tornado_ws.cli import config_from_args
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "TORNADO_WS_JWT_SECRET"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tornado_ws", *args], capture_output=True, text=True, timeout=20, env=full_env, cwd=ROOT
+    )
+
+
+def get(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_no_key_exits_2_with_one_clear_line() -> None:
+    result = run_cli()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "--jwt-secret" in lines[0] and "TORNADO_WS_JWT_SECRET" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--jwt-secret", "s", "--port", "http"],
+        ["--jwt-secret", "s", "--port", "99999"],
+        ["--jwt-secret", "s", "--jwt-algorithms", "none"],
+        ["--jwt-secret", "s", "--jwt-leeway", "-3"],
+        ["--jwt-secret", "s", "--max-message-size", "1"],
+        ["--jwt-public-key", "/does/not/exist"],
+        ["--jwt-secret", "s", "--no-such-flag"],
+    ],
+)
+def test_invalid_flags_exit_2_without_traceback(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error" in result.stderr
+
+
+def test_port_in_use_exits_1_clearly(cli_server: ServerProcess) -> None:
+    result = run_cli("--jwt-secret", SECRET, "--port", str(cli_server.port))
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_env_secret_and_flags_parse() -> None:
+    config, level = config_from_args(
+        ["--jwt-algorithms", "HS256, HS512", "--jwt-audience", "a", "--jwt-issuer", "i", "--log-level", "DEBUG"],
+        env={"TORNADO_WS_JWT_SECRET": "from-env"},
+    )
+    assert config.jwt_secret == "from-env"
+    assert config.jwt_algorithms == ("HS256", "HS512")
+    assert (config.jwt_audience, config.jwt_issuer, level) == ("a", "i", "DEBUG")
+
+
+def test_public_key_file_implies_its_algorithm(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "key.pem"
+    path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    config, _ = config_from_args(["--jwt-public-key", str(path)], env={})
+    assert config.jwt_algorithms == ("RS256",)
+
+
+@pytest.mark.server_args("--demo")
+def test_demo_mode_serves_tokens_and_health(cli_server: ServerProcess) -> None:
+    assert get(cli_server.port, "/healthz") == (200, {"status": "ok"})
+    code, body = get(cli_server.port, "/demo/token?user=u&org=o&name=N")
+    assert code == 200 and body["token"].count(".") == 2
+
+
+def test_demo_route_is_404_without_demo(cli_server: ServerProcess) -> None:
+    code, body = get(cli_server.port, "/demo/token?user=u&org=o")
+    assert code == 404 and body["error"]["code"] == "not_found"
+
+
+async def _session_with_refusal(port: int, token: str) -> None:
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/room?token={token}") as ws:
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/room", additional_headers={"Authorization": f"Bearer {token}"}
+        ) as tab:
+            assert json.loads(await tab.recv())["type"] == "welcome"
+        await ws.send('{"type":"message","data":1}')
+        assert json.loads(await ws.recv())["seq"] == 1
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/room?token={token}x") as bad:
+        with pytest.raises(websockets.ConnectionClosed):
+            await bad.recv()
+
+
+def test_tokens_never_reach_the_logs(tmp_path: Path) -> None:
+    server = ServerProcess(["--jwt-secret", SECRET, "--log-level", "DEBUG"])
+    token = make_token("alice", "acme")
+    try:
+        asyncio.run(_session_with_refusal(server.port, token))
+        get(server.port, f"/nope?token={token}")
+    finally:
+        assert server.stop() == 0
+    output = server.output()
+    server.log_path.unlink()
+    assert "connect session=room org=acme user=alice" in output
+    assert "disconnect session=room org=acme user=alice" in output
+    assert "token=[redacted]" in output
+    for secret in (token, token.split(".")[1], token.split(".")[2], SECRET):
+        assert secret not in output
+
+
+async def _shutdown_closes_with_1001(server: ServerProcess) -> int | None:
+    async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws/room?token={make_token()}") as ws:
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 10)
+        return info.value.rcvd.code if info.value.rcvd else None
+
+
+def test_sigterm_closes_clients_with_1001_and_exits_0(cli_server: ServerProcess) -> None:
+    assert asyncio.run(_shutdown_closes_with_1001(cli_server)) == 1001
+    assert cli_server.proc.wait(15) == 0
+    assert "shutdown complete" in cli_server.output()
+
+
+def test_sigint_exits_0(cli_server: ServerProcess) -> None:
+    cli_server.proc.send_signal(signal.SIGINT)
+    assert cli_server.proc.wait(15) == 0

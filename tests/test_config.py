@@ -1,0 +1,48 @@
+"""Config validation: every bad setting is a ConfigError naming the flag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tornado_ws.config import NO_KEY_MESSAGE, Config, ConfigError
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    config = Config(jwt_secret="s")
+    assert (config.host, config.port, config.jwt_algorithms) == ("127.0.0.1", 8888, ("HS256",))
+    assert (config.max_message_size, config.jwt_leeway, config.history_size, config.history_ttl) == (
+        65536, 0.0, 100, 300.0)
+
+
+def test_no_key_and_no_demo_is_refused_with_a_howto() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config()
+    assert str(info.value) == NO_KEY_MESSAGE
+    assert "--jwt-secret" in NO_KEY_MESSAGE and "--demo" in NO_KEY_MESSAGE
+    assert Config(demo=True).demo
+
+
+@pytest.mark.parametrize(
+    ("settings", "flag"),
+    [
+        ({"port": 70000}, "--port"),
+        ({"port": -1}, "--port"),
+        ({"host": ""}, "--host"),
+        ({"jwt_secret": ""}, "--jwt-secret"),
+        ({"jwt_algorithms": ()}, "--jwt-algorithms"),
+        ({"jwt_algorithms": ("none",)}, "--jwt-algorithms"),
+        ({"jwt_algorithms": ("RS256",)}, "--jwt-public-key"),
+        ({"jwt_secret": None, "jwt_public_key": "k", "jwt_algorithms": ("HS256", "RS256")}, "--jwt-secret"),
+        ({"jwt_public_key": "k"}, "--jwt-public-key"),
+        ({"jwt_leeway": -1}, "--jwt-leeway"),
+        ({"max_message_size": 10}, "--max-message-size"),
+        ({"ping_interval": -1}, "--ping-interval"),
+        ({"history_size": -1}, "--history-size"),
+        ({"shutdown_timeout": -1}, "--shutdown-timeout"),
+    ],
+)
+def test_bad_settings_name_their_flag(settings: dict[str, Any], flag: str) -> None:
+    with pytest.raises(ConfigError, match=flag):
+        Config(**{"jwt_secret": "s", **settings})

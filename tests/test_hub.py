@@ -1,0 +1,268 @@
+"""The I/O-free session registry, driven directly: no sockets, no event loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tornado_ws.hub import Hub, Member, SessionKey
+from tornado_ws.messages import OutFrame
+
+ACME = SessionKey("acme", "room")
+
+
+class RecordingPeer:
+    """A Peer that keeps what it was sent (and whether it was told to close)."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, frame: OutFrame) -> None:
+        self.frames.append(json.loads(frame.text))
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def types(self) -> list[str]:
+        return [f["type"] for f in self.frames]
+
+    def take(self) -> list[dict[str, Any]]:
+        frames, self.frames = self.frames, []
+        return frames
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hub(clock: Clock) -> Hub:
+    return Hub(history_size=5, history_ttl=60, clock=clock)
+
+
+_ids = iter(range(10**9))
+
+
+def member(user: str, key: SessionKey = ACME, name: str | None = None) -> Member:
+    return Member(key=key, connection_id=f"c{next(_ids)}", user_id=user, name=name, peer=RecordingPeer())
+
+
+def peer(m: Member) -> RecordingPeer:
+    assert isinstance(m.peer, RecordingPeer)
+    return m.peer
+
+
+def test_join_sends_welcome_first_with_presence_and_seq(hub: Hub) -> None:
+    alice = member("alice", name="Alice")
+    hub.join(alice)
+    [welcome] = peer(alice).frames
+    assert welcome["type"] == "welcome"
+    assert welcome["participants"] == [{"user_id": "alice", "name": "Alice"}]
+    assert welcome["participant_count"] == 1
+    assert welcome["seq"] == 0
+    assert welcome["connection_id"] == alice.connection_id
+    assert welcome["org_id"] == "acme"
+
+
+def test_join_announces_first_connection_only(hub: Hub) -> None:
+    bob, tab1, tab2 = member("bob"), member("alice"), member("alice")
+    hub.join(bob)
+    hub.join(tab1)
+    hub.join(tab2)
+    assert peer(bob).types() == ["welcome", "user_joined"]
+    assert peer(tab1).types() == ["welcome"]  # never told about itself or its own second tab
+    assert peer(tab2).frames[0]["participant_count"] == 2
+
+
+def test_leave_announces_last_connection_only_and_retires_empty_session(hub: Hub) -> None:
+    bob, tab1, tab2 = member("bob"), member("alice"), member("alice")
+    for m in (bob, tab1, tab2):
+        hub.join(m)
+    peer(bob).take()
+    hub.leave(tab1)
+    assert peer(bob).frames == []
+    hub.leave(tab2)
+    assert peer(bob).take() == [{"type": "user_left", "session_id": "room", "user_id": "alice", "participant_count": 1}]
+    hub.leave(bob)
+    assert hub.sessions == {}
+    assert hub.connection_count == 0
+
+
+def test_leave_twice_is_harmless(hub: Hub) -> None:
+    alice, bob = member("alice"), member("bob")
+    hub.join(alice)
+    hub.join(bob)
+    hub.leave(bob)
+    hub.leave(bob)
+    assert peer(alice).types() == ["welcome", "user_joined", "user_left"]
+    assert hub.presence(ACME)["participant_count"] == 1
+
+
+def test_publish_sequences_gaplessly_and_reaches_everyone_including_sender(hub: Hub) -> None:
+    alice, bob = member("alice"), member("bob")
+    hub.join(alice)
+    hub.join(bob)
+    seqs = [hub.publish(ACME, user_id="alice", name=None, data_json=json.dumps(n)) for n in range(3)]
+    assert seqs == [1, 2, 3]
+    for m in (alice, bob):
+        msgs = [f for f in peer(m).frames if f["type"] == "message"]
+        assert [(f["seq"], f["data"], f["user_id"]) for f in msgs] == [(n + 1, n, "alice") for n in range(3)]
+
+
+def test_broadcast_frame_is_encoded_once_for_all_members(hub: Hub) -> None:
+    sent: list[OutFrame] = []
+
+    class SpyPeer(RecordingPeer):
+        def send(self, frame: OutFrame) -> None:
+            sent.append(frame)
+
+    members = [Member(ACME, f"s{i}", f"u{i}", None, SpyPeer()) for i in range(3)]
+    for m in members:
+        hub.join(m)
+    sent.clear()
+    hub.publish(ACME, user_id="u0", name=None, data_json="1")
+    assert len(sent) == 3
+    assert sent[0] is sent[1] is sent[2]
+
+
+def test_orgs_and_sessions_never_share_anything(hub: Hub) -> None:
+    acme = member("alice", SessionKey("acme", "standup"))
+    globex = member("eve", SessionKey("globex", "standup"))
+    other_room = member("carol", SessionKey("acme", "retro"))
+    for m in (acme, globex, other_room):
+        hub.join(m)
+    hub.publish(SessionKey("acme", "standup"), user_id="alice", name=None, data_json='"hi"')
+    assert peer(globex).types() == ["welcome"]
+    assert peer(other_room).types() == ["welcome"]
+    assert peer(globex).frames[0]["participants"] == [{"user_id": "eve"}]
+    assert hub.publish(SessionKey("globex", "standup"), user_id="eve", name=None, data_json="1") == 1
+
+
+def test_session_id_with_colons_cannot_collide_across_orgs(hub: Hub) -> None:
+    a = member("a", SessionKey("a", "b:c"))
+    b = member("b", SessionKey("a:b", "c"))
+    hub.join(a)
+    hub.join(b)
+    assert len(hub.sessions) == 2
+    assert peer(a).types() == ["welcome"]
+
+
+def test_presence_query(hub: Hub) -> None:
+    assert hub.presence(ACME) == {"participants": [], "participant_count": 0}
+    hub.join(member("alice", name="A"))
+    hub.join(member("alice", name="A"))
+    hub.join(member("bob"))
+    assert hub.presence(ACME) == {
+        "participants": [{"user_id": "alice", "name": "A"}, {"user_id": "bob"}],
+        "participant_count": 2,
+    }
+
+
+def test_close_all_asks_every_peer_to_close(hub: Hub) -> None:
+    members = [member("a"), member("b", SessionKey("globex", "x"))]
+    for m in members:
+        hub.join(m)
+    hub.close_all(1001, "bye")
+    assert [peer(m).closed for m in members] == [(1001, "bye"), (1001, "bye")]
+
+
+# -- history and resume through the hub ------------------------------------------------------
+
+
+def test_lone_user_resumes_after_dropping(hub: Hub) -> None:
+    alice = member("alice")
+    hub.join(alice)
+    epoch = peer(alice).frames[0]["epoch"]
+    hub.publish(ACME, user_id="alice", name=None, data_json='"mine"')
+    hub.leave(alice)
+    assert hub.sessions == {} and hub.dormant_count == 1
+    hub.publish(ACME, user_id="svc", name=None, data_json='"while away"')
+    back = member("alice")
+    recovery = hub.join(back, epoch=epoch, since=0)
+    assert recovery.recovered
+    frames = peer(back).frames
+    assert frames[0]["recovered"] is True and frames[0]["epoch"] == epoch and frames[0]["seq"] == 2
+    assert [f["data"] for f in frames[1:]] == ["mine", "while away"]
+
+
+def test_resume_with_wrong_epoch_or_evicted_history_is_not_recovered(hub: Hub) -> None:
+    alice = member("alice")
+    hub.join(alice)
+    for n in range(8):  # history keeps 5
+        hub.publish(ACME, user_id="alice", name=None, data_json=str(n))
+    epoch = peer(alice).frames[0]["epoch"]
+    for kwargs in ({"epoch": "stale", "since": 7}, {"epoch": epoch, "since": 1}, {"epoch": epoch, "since": 99}):
+        late = member("bob")
+        assert not hub.join(late, **kwargs).recovered
+        assert peer(late).types() == ["welcome"]
+        assert peer(late).frames[0]["recovered"] is False
+    ok = member("carol")
+    assert hub.join(ok, epoch=epoch, since=3).recovered
+    assert [f["seq"] for f in peer(ok).frames[1:]] == [4, 5, 6, 7, 8]
+
+
+def test_expired_stream_restarts_with_new_epoch(hub: Hub, clock: Clock) -> None:
+    alice = member("alice")
+    hub.join(alice)
+    epoch = peer(alice).frames[0]["epoch"]
+    hub.publish(ACME, user_id="alice", name=None, data_json="1")
+    hub.leave(alice)
+    clock.now += 30
+    assert hub.expire() == 0
+    clock.now += 31
+    assert hub.expire() == 1
+    assert hub.dormant_count == 0
+    again = member("alice")
+    assert not hub.join(again, epoch=epoch, since=1).recovered
+    welcome = peer(again).frames[0]
+    assert welcome["seq"] == 0 and welcome["epoch"] != epoch
+
+
+def test_idle_live_session_forgets_history_but_keeps_order(hub: Hub, clock: Clock) -> None:
+    alice = member("alice")
+    hub.join(alice)
+    epoch = peer(alice).frames[0]["epoch"]
+    hub.publish(ACME, user_id="alice", name=None, data_json="1")
+    clock.now += 61
+    hub.expire()
+    assert not hub.join(member("bob"), epoch=epoch, since=0).recovered
+    assert hub.join(member("carol"), epoch=epoch, since=1).recovered  # nothing missed
+    assert hub.publish(ACME, user_id="alice", name=None, data_json="2") == 2
+
+
+def test_publish_to_empty_session_is_kept_for_later_joiners(hub: Hub) -> None:
+    assert hub.publish(ACME, user_id="svc", name=None, data_json='"early"') == 1
+    assert hub.sessions == {}
+    alice = member("alice")
+    hub.join(alice)
+    assert peer(alice).frames[0]["seq"] == 1
+
+
+def test_history_disabled_drops_stream_with_the_session() -> None:
+    hub = Hub(history_size=0, history_ttl=60)
+    alice = member("alice")
+    hub.join(alice)
+    hub.leave(alice)
+    assert hub.dormant_count == 0
+
+
+def test_reset_forgets_everything(hub: Hub) -> None:
+    alice = member("alice")
+    hub.join(alice)
+    hub.publish(ACME, user_id="alice", name=None, data_json="1")
+    hub.leave(alice)
+    hub.join(member("bob"))
+    hub.reset()
+    assert hub.sessions == {} and hub.dormant_count == 0

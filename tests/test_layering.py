@@ -1,0 +1,21 @@
+"""The core stays I/O-free: importing it must not load Tornado or Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CORE = ["tornado_ws.hub", "tornado_ws.history", "tornado_ws.messages", "tornado_ws.errors"]
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_module_imports_no_io_library(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'tornado', 'redis'})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"{module} pulls in {out}"

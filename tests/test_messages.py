@@ -1,0 +1,132 @@
+"""Client frame parsing and server frame building, without sockets."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tornado_ws.errors import ErrorCode
+from tornado_ws.messages import (
+    FrameError,
+    OutFrame,
+    Ping,
+    Publish,
+    encode_data,
+    message_frame,
+    parse_client_frame,
+    valid_session_id,
+)
+
+
+def test_message_and_ping_parse() -> None:
+    assert parse_client_frame('{"type":"message","data":{"a":[1,2]}}') == Publish('{"a":[1,2]}')
+    assert parse_client_frame('{"type":"ping"}') == Ping()
+    assert parse_client_frame('{"type":"message","data":null}') == Publish("null")
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{", ErrorCode.BAD_JSON),
+        ('{"type":"message","data":NaN}', ErrorCode.BAD_JSON),
+        ('{"type":"message","data":-Infinity}', ErrorCode.BAD_JSON),
+        ('{"type":"message","data":1,"data":2}', ErrorCode.BAD_JSON),
+        ('{"type":"message","data":' + "1" * 4301 + "}", ErrorCode.BAD_JSON),
+        ("[" * 100_000, ErrorCode.BAD_JSON),
+        ('{"type":"message","data":"\\udc00"}', ErrorCode.BAD_JSON),
+        ("[]", ErrorCode.BAD_FRAME),
+        ('{"type":null}', ErrorCode.BAD_FRAME),
+        ('{"type":"message"}', ErrorCode.BAD_FRAME),
+        ('{"type":"nope"}', ErrorCode.UNKNOWN_TYPE),
+        (b"{}", ErrorCode.BINARY_NOT_SUPPORTED),
+    ],
+)
+def test_bad_frames_raise_frame_error(raw: str | bytes, code: ErrorCode) -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(raw)
+    assert info.value.code == code
+    assert info.value.message
+
+
+def test_deep_but_parseable_data_that_cannot_be_reencoded_is_refused() -> None:
+    deep: object = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(FrameError):
+        encode_data(deep)
+    with pytest.raises(FrameError):
+        encode_data({1j})
+
+
+def test_error_message_never_echoes_the_input() -> None:
+    secret = "eyJhbGciOiJIUzI1NiJ9.payload.sig"
+    with pytest.raises(FrameError) as info:
+        parse_client_frame('{"type":"' + secret + '"}')
+    assert secret not in info.value.message
+
+
+@given(st.text(max_size=200) | st.binary(max_size=200))
+def test_parser_never_raises_anything_but_frame_error(raw: str | bytes) -> None:
+    try:
+        frame = parse_client_frame(raw)
+    except FrameError as exc:
+        assert exc.code in set(ErrorCode)
+    else:
+        assert isinstance(frame, (Publish, Ping))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_any_json_data_round_trips_through_a_message_frame(data: object) -> None:
+    try:
+        raw = json.dumps({"type": "message", "data": data})
+    except ValueError:  # pragma: no cover - hypothesis text can hold lone surrogates json.dumps still accepts
+        return
+    try:
+        frame = parse_client_frame(raw)
+    except FrameError:
+        return  # lone surrogates: refused, never forwarded
+    assert isinstance(frame, Publish)
+    out = message_frame(session_id="s", user_id="u", name="N", seq=3, ts=1.5, data_json=frame.data_json)
+    decoded = json.loads(out.text)
+    expected = {"type": "message", "session_id": "s", "user_id": "u", "name": "N", "seq": 3, "ts": 1.5}
+    assert decoded == {**expected, "data": data}
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_wire_bytes_are_a_valid_unmasked_text_frame(size: int) -> None:
+    frame = OutFrame("x" * size)
+    wire = frame.wire
+    assert wire[0] == 0x81  # FIN + text opcode
+    length = wire[1]
+    assert length & 0x80 == 0  # unmasked
+    if length == 126:
+        (length,) = struct.unpack("!H", wire[2:4])
+        payload = wire[4:]
+    elif length == 127:
+        (length,) = struct.unpack("!Q", wire[2:10])
+        payload = wire[10:]
+    else:
+        payload = wire[2:]
+    assert length == size == len(payload)
+    assert frame.wire is wire  # framed once, reused
+    assert "OutFrame" in repr(frame)
+
+
+@pytest.mark.parametrize(
+    ("session_id", "ok"),
+    [("a", True), ("A-z_0.9~:", True), ("x" * 128, True), ("x" * 129, False), ("", False), ("a b", False),
+     ("a/b", False), ("é", False), ("a\x00", False), ("\u0430", False)]  # Cyrillic a,
+)
+def test_session_id_rule(session_id: str, ok: bool) -> None:
+    assert valid_session_id(session_id) is ok

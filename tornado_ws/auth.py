@@ -1,0 +1,185 @@
+"""JWT verification with pinned algorithms and required claims.
+
+Every refusal is an :class:`AuthError` whose ``reason`` is short, fixed text:
+it never contains the token or any part of it, so it is safe to send as a
+close reason and to log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .config import SYMMETRIC_ALGORITHMS, Config, ConfigError
+
+#: Longest ``sub``/``org``/``name`` accepted; ids travel in every frame.
+MAX_CLAIM_LENGTH = 256
+
+
+class AuthError(Exception):
+    """A token was refused. ``reason`` is safe to show and log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Claims:
+    """What the hub knows about a verified caller."""
+
+    user_id: str
+    org_id: str
+    name: str | None = None
+    roles: tuple[str, ...] = ()
+    expires_at: float | None = None
+
+
+def load_public_key(pem: str) -> Any:
+    """Parse a PEM public key once, so verification does not re-parse it."""
+    try:
+        return load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("--jwt-public-key: the file is not a PEM public key") from exc
+
+
+def algorithms_for_key(pem: str) -> tuple[str, ...]:
+    """The algorithm a public key implies, used when none is pinned explicitly."""
+    key = load_public_key(pem)
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("RS256",)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return ("ES256",)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ("EdDSA",)
+    raise ConfigError("--jwt-public-key: unsupported key type (use RSA, EC or Ed25519)")
+
+
+def _optional_str(payload: Mapping[str, Any], claim: str) -> str | None:
+    value = payload.get(claim)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_CLAIM_LENGTH:
+        raise AuthError(f"invalid {claim} claim")
+    return value
+
+
+def _required_str(payload: Mapping[str, Any], claim: str) -> str:
+    value = _optional_str(payload, claim)
+    if not value:
+        raise AuthError(f"token lacks claim {claim}")
+    return value
+
+
+def _roles(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    roles = payload.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise AuthError("invalid roles claim")
+    return tuple(roles)
+
+
+class TokenVerifier:
+    """Verifies tokens against one key per pinned algorithm."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, Any],
+        *,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 0.0,
+    ) -> None:
+        if not keys:
+            raise ConfigError("no JWT algorithm has a key")
+        self._keys = dict(keys)
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway
+
+    @classmethod
+    def from_config(cls, config: Config, demo_secret: str | None = None) -> TokenVerifier:
+        """Build the verifier for ``config``; ``demo_secret`` adds HS256 for demo tokens."""
+        keys: dict[str, Any] = {}
+        public_key = load_public_key(config.jwt_public_key) if config.jwt_public_key else None
+        secret = config.jwt_secret or demo_secret
+        for alg in config.jwt_algorithms:
+            if alg in SYMMETRIC_ALGORITHMS:
+                if secret is not None:
+                    keys[alg] = secret
+            elif public_key is not None:
+                keys[alg] = public_key
+        if demo_secret is not None:
+            keys.setdefault("HS256", secret)
+        return cls(keys, audience=config.jwt_audience, issuer=config.jwt_issuer, leeway=config.jwt_leeway)
+
+    @property
+    def algorithms(self) -> Sequence[str]:
+        return tuple(self._keys)
+
+    def verify(self, token: str | None) -> Claims:
+        """Return the claims of a valid token, or raise :class:`AuthError`."""
+        if not token:
+            raise AuthError("missing token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._keys:
+            raise AuthError("token algorithm not allowed")
+        try:
+            payload = jwt.decode(
+                token,
+                self._keys[alg],
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("wrong token audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("wrong token issuer") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"token lacks claim {exc.claim}") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad token signature") from None
+        except jwt.PyJWTError:
+            raise AuthError("invalid token") from None
+        return Claims(
+            user_id=_required_str(payload, "sub"),
+            org_id=_required_str(payload, "org"),
+            name=_optional_str(payload, "name"),
+            roles=_roles(payload),
+            expires_at=float(payload["exp"]),
+        )
+
+
+def issue_token(
+    secret: str,
+    *,
+    user_id: str,
+    org_id: str,
+    name: str | None = None,
+    roles: Sequence[str] = (),
+    ttl: float = 3600.0,
+) -> str:
+    """Mint an HS256 token (the demo route and tests use it)."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": user_id, "org": org_id, "iat": now, "exp": now + int(ttl)}
+    if name:
+        payload["name"] = name
+    if roles:
+        payload["roles"] = list(roles)
+    return jwt.encode(payload, secret, algorithm="HS256")

@@ -1,0 +1,87 @@
+"""All settings of a tornado-ws server, validated once, then frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+#: Algorithms a deployment may pin. ``none`` is never among them.
+SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+SUPPORTED_ALGORITHMS = SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+
+#: Where ``GET /`` finds the demo page when running from a checkout.
+DEFAULT_STATIC_DIR = str(Path(__file__).resolve().parent.parent / "static")
+
+NO_KEY_MESSAGE = (
+    "no JWT key configured: pass --jwt-secret SECRET (or set TORNADO_WS_JWT_SECRET), "
+    "--jwt-public-key PATH, or run with --demo"
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or out of range; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Server settings. Construct it directly in code, or via the CLI."""
+
+    host: str = "127.0.0.1"
+    port: int = 8888
+    jwt_secret: str | None = None
+    #: PEM text of the public key used for RS*/PS*/ES*/EdDSA tokens.
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway: float = 0.0
+    max_message_size: int = 65536
+    demo: bool = False
+    #: Seconds between server pings; 0 disables them (dead peers then linger).
+    ping_interval: float = 3.0
+    #: Seconds a ping may stay unanswered; Tornado caps it at ``ping_interval``.
+    ping_timeout: float = 2.0
+    #: Messages kept per session for resume; 0 disables history.
+    history_size: int = 100
+    #: Seconds history outlives the session's last activity (also after the last member left).
+    history_ttl: float = 300.0
+    #: Seconds a graceful shutdown waits for clients to finish closing.
+    shutdown_timeout: float = 10.0
+    static_dir: str = DEFAULT_STATIC_DIR
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
+        if not self.host:
+            raise ConfigError("--host must not be empty")
+        if self.jwt_secret == "":
+            raise ConfigError("--jwt-secret must not be empty")
+        if not self.jwt_algorithms:
+            raise ConfigError("--jwt-algorithms must name at least one algorithm")
+        for alg in self.jwt_algorithms:
+            if alg not in SUPPORTED_ALGORITHMS:
+                supported = ", ".join(sorted(SUPPORTED_ALGORITHMS))
+                raise ConfigError(f"--jwt-algorithms: unsupported algorithm {alg!r} (supported: {supported})")
+        if self.jwt_secret is None and self.jwt_public_key is None and not self.demo:
+            raise ConfigError(NO_KEY_MESSAGE)
+        wants_secret = SYMMETRIC_ALGORITHMS.intersection(self.jwt_algorithms)
+        wants_key = ASYMMETRIC_ALGORITHMS.intersection(self.jwt_algorithms)
+        if wants_secret and self.jwt_secret is None and not self.demo:
+            raise ConfigError(f"--jwt-algorithms {','.join(sorted(wants_secret))} needs --jwt-secret")
+        if wants_key and self.jwt_public_key is None:
+            raise ConfigError(f"--jwt-algorithms {','.join(sorted(wants_key))} needs --jwt-public-key")
+        if self.jwt_public_key is not None and not wants_key:
+            raise ConfigError("--jwt-public-key needs an asymmetric algorithm in --jwt-algorithms (e.g. RS256)")
+        if self.jwt_leeway < 0:
+            raise ConfigError(f"--jwt-leeway must be >= 0 seconds, got {self.jwt_leeway}")
+        if self.max_message_size < 64:
+            raise ConfigError(f"--max-message-size must be at least 64 bytes, got {self.max_message_size}")
+        if self.ping_interval < 0 or self.ping_timeout < 0:
+            raise ConfigError("--ping-interval and --ping-timeout must be >= 0")
+        if self.history_size < 0 or self.history_ttl < 0:
+            raise ConfigError("--history-size and --history-ttl must be >= 0")
+        if self.shutdown_timeout < 0:
+            raise ConfigError("--shutdown-timeout must be >= 0")

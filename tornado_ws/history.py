@@ -1,0 +1,75 @@
+"""A session's message stream: epoch, gapless seq, bounded history, resume. No I/O.
+
+Recovery is a pure function of ``(epoch, since)`` against the stream: a client
+either gets exactly the frames with ``seq > since`` or an honest "cannot".
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import secrets
+from collections.abc import Callable, Sequence
+
+from .messages import OutFrame
+
+
+def new_epoch() -> str:
+    """A fresh random epoch; a stream that restarts from seq 1 gets a new one."""
+    return secrets.token_hex(8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recovery:
+    """The outcome of a resume request: ``frames`` is empty unless ``recovered``."""
+
+    recovered: bool
+    frames: Sequence[OutFrame] = ()
+
+
+NOT_RECOVERED = Recovery(False)
+
+
+class Stream:
+    """One session's ordered stream of messages and the tail of it kept for resume."""
+
+    def __init__(self, history_size: int, now: float, epoch_factory: Callable[[], str] = new_epoch) -> None:
+        self.epoch = epoch_factory()
+        self.last_seq = 0
+        self.last_activity = now
+        self._frames: collections.deque[tuple[int, OutFrame]] = collections.deque(maxlen=history_size)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def next_seq(self) -> int:
+        """The seq the next message gets (it is only taken by :meth:`append`)."""
+        return self.last_seq + 1
+
+    def append(self, seq: int, frame: OutFrame, now: float) -> None:
+        if seq != self.last_seq + 1:
+            raise ValueError(f"seq {seq} does not follow {self.last_seq}")
+        self.last_seq = seq
+        self.last_activity = now
+        if self._frames.maxlen:
+            self._frames.append((seq, frame))
+
+    def touch(self, now: float) -> None:
+        self.last_activity = now
+
+    def forget_history(self) -> None:
+        """Drop the kept frames; seq and epoch go on, so old resume points fail honestly."""
+        self._frames.clear()
+
+    def recover(self, epoch: str | None, since: int | None) -> Recovery:
+        """Frames a client that saw everything up to ``since`` in ``epoch`` missed."""
+        if epoch is None or since is None or epoch != self.epoch:
+            return NOT_RECOVERED
+        if since < 0 or since > self.last_seq:
+            return NOT_RECOVERED
+        if since == self.last_seq:
+            return Recovery(True)
+        if not self._frames or self._frames[0][0] > since + 1:
+            return NOT_RECOVERED
+        start = since + 1 - self._frames[0][0]
+        return Recovery(True, [frame for _, frame in list(self._frames)[start:]])

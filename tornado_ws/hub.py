@@ -1,0 +1,243 @@
+"""The session registry: membership, presence, sequencing and fan-out. No I/O.
+
+Everything here runs synchronously on the caller's thread (the event loop in
+the server). That is what makes the order total: ``publish`` takes the next
+seq and hands the one encoded frame to every member before it returns, so
+no two publishes can interleave their deliveries.
+
+Connections are reached through the :class:`Peer` protocol; the Tornado
+handler implements it, unit tests use plain recording objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
+
+from . import messages
+from .history import Recovery, Stream, new_epoch
+from .messages import OutFrame
+
+
+class SessionKey(NamedTuple):
+    """Sessions are per tenant: the same id in two orgs is two sessions."""
+
+    org_id: str
+    session_id: str
+
+
+class Peer(Protocol):
+    """What the hub needs from a connection. ``send`` must not raise."""
+
+    def send(self, frame: OutFrame) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclasses.dataclass(eq=False)
+class Member:
+    """One connection inside one session."""
+
+    key: SessionKey
+    connection_id: str
+    user_id: str
+    name: str | None
+    peer: Peer
+
+
+@dataclasses.dataclass
+class _Presence:
+    name: str | None
+    connections: int
+
+
+class Session:
+    """Live members of one ``(org, session_id)`` and their stream."""
+
+    def __init__(self, key: SessionKey, stream: Stream) -> None:
+        self.key = key
+        self.stream = stream
+        self.members: dict[str, Member] = {}
+        self._presence: dict[str, _Presence] = {}
+
+    @property
+    def participant_count(self) -> int:
+        return len(self._presence)
+
+    def participants(self) -> list[dict[str, str]]:
+        return [messages.participant(uid, p.name) for uid, p in self._presence.items()]
+
+    def broadcast(self, frame: OutFrame, *, exclude: Member | None = None) -> None:
+        # Copy: a peer's send may lead to its removal (slow consumer) mid-loop.
+        for member in list(self.members.values()):
+            if member is not exclude:
+                member.peer.send(frame)
+
+    def _add(self, member: Member) -> bool:
+        """Add ``member``; True when it is the user's first connection here."""
+        self.members[member.connection_id] = member
+        entry = self._presence.get(member.user_id)
+        if entry is None:
+            self._presence[member.user_id] = _Presence(member.name, 1)
+            return True
+        entry.connections += 1
+        return False
+
+    def _remove(self, member: Member) -> bool:
+        """Remove ``member``; True when it was the user's last connection here."""
+        del self.members[member.connection_id]
+        entry = self._presence[member.user_id]
+        entry.connections -= 1
+        if entry.connections:
+            return False
+        del self._presence[member.user_id]
+        return True
+
+
+class Hub:
+    """All sessions of one process, plus recently emptied streams kept for resume.
+
+    A session with no members leaves :attr:`sessions` at once; its stream
+    (epoch, seq, history) waits in a dormant table for ``history_ttl`` seconds
+    after its last activity so a lone user who drops can still resume.
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int = 100,
+        history_ttl: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        epoch_factory: Callable[[], str] = new_epoch,
+    ) -> None:
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self._clock = clock
+        self._epoch_factory = epoch_factory
+        self.sessions: dict[SessionKey, Session] = {}
+        self._dormant: dict[SessionKey, Stream] = {}
+
+    # -- queries -----------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(s.members) for s in self.sessions.values())
+
+    @property
+    def dormant_count(self) -> int:
+        return len(self._dormant)
+
+    def members(self) -> Iterator[Member]:
+        for session in list(self.sessions.values()):
+            yield from list(session.members.values())
+
+    def presence(self, key: SessionKey) -> dict[str, Any]:
+        session = self.sessions.get(key)
+        participants = session.participants() if session else []
+        return {"participants": participants, "participant_count": len(participants)}
+
+    # -- membership --------------------------------------------------------
+
+    def _session_for(self, key: SessionKey) -> Session:
+        session = self.sessions.get(key)
+        if session is None:
+            stream = self._dormant.pop(key, None)
+            if stream is None:
+                stream = Stream(self.history_size, self._clock(), self._epoch_factory)
+            session = self.sessions[key] = Session(key, stream)
+        return session
+
+    def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
+        """Add ``member``: it gets ``welcome``, then any recovered frames; others get ``user_joined``."""
+        session = self._session_for(member.key)
+        first = session._add(member)
+        session.stream.touch(self._clock())
+        recovery = session.stream.recover(epoch, since)
+        member.peer.send(
+            messages.welcome_frame(
+                session_id=member.key.session_id,
+                user_id=member.user_id,
+                org_id=member.key.org_id,
+                connection_id=member.connection_id,
+                participants=session.participants(),
+                seq=session.stream.last_seq,
+                epoch=session.stream.epoch,
+                recovered=recovery.recovered,
+            )
+        )
+        for frame in recovery.frames:
+            member.peer.send(frame)
+        if first:
+            session.broadcast(self._presence_frame("user_joined", session, member), exclude=member)
+        return recovery
+
+    def leave(self, member: Member) -> None:
+        """Remove ``member``; safe to call twice. The last one out empties the session."""
+        session = self.sessions.get(member.key)
+        if session is None or session.members.get(member.connection_id) is not member:
+            return
+        last_of_user = session._remove(member)
+        session.stream.touch(self._clock())
+        if not session.members:
+            self._retire(session)
+        elif last_of_user:
+            session.broadcast(self._presence_frame("user_left", session, member))
+
+    def _retire(self, session: Session) -> None:
+        del self.sessions[session.key]
+        if self.history_ttl > 0 and self.history_size > 0:
+            self._dormant[session.key] = session.stream
+
+    def _presence_frame(self, kind: str, session: Session, member: Member) -> OutFrame:
+        return messages.presence_frame(
+            kind,
+            session_id=member.key.session_id,
+            user_id=member.user_id,
+            name=member.name,
+            count=session.participant_count,
+        )
+
+    # -- messages ----------------------------------------------------------
+
+    def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
+        """Sequence ``data_json`` in session ``key`` and deliver it to every member."""
+        session = self.sessions.get(key)
+        stream = session.stream if session else self._dormant.get(key)
+        if stream is None:
+            # A publish to a session nobody is in still starts its stream, so a
+            # member who joins later can resume from it.
+            stream = self._dormant[key] = Stream(self.history_size, self._clock(), self._epoch_factory)
+        now = self._clock()
+        seq = stream.next_seq()
+        frame = messages.message_frame(
+            session_id=key.session_id, user_id=user_id, name=name, seq=seq, ts=now, data_json=data_json
+        )
+        stream.append(seq, frame, now)
+        if session is not None:
+            session.broadcast(frame)
+        return seq
+
+    # -- housekeeping ------------------------------------------------------
+
+    def expire(self) -> int:
+        """Drop history idle for longer than ``history_ttl``; returns streams dropped."""
+        deadline = self._clock() - self.history_ttl
+        stale = [key for key, stream in self._dormant.items() if stream.last_activity < deadline]
+        for key in stale:
+            del self._dormant[key]
+        for session in self.sessions.values():
+            if session.stream.last_activity < deadline:
+                session.stream.forget_history()
+        return len(stale)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Ask every connection to close (shutdown); their handlers then call :meth:`leave`."""
+        for member in list(self.members()):
+            member.peer.close(code, reason)
+
+    def reset(self) -> None:
+        """Forget everything (tests use this between cases)."""
+        self.sessions.clear()
+        self._dormant.clear()

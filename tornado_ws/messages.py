@@ -1,0 +1,201 @@
+"""The wire protocol: parse client frames, build server frames. No I/O.
+
+Client frames are JSON objects with a ``type``. Anything else raises
+:class:`FrameError`, which the adapter turns into an ``error`` frame for the
+sender only. Server frames are built as text once and wrapped in
+:class:`OutFrame`, which also caches the RFC 6455 wire bytes so a broadcast
+to N members frames the payload once, not N times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import struct
+from typing import Any, Final, NoReturn
+
+from .errors import ErrorCode
+
+MAX_SESSION_ID_LENGTH: Final = 128
+_SESSION_ID = re.compile(rf"[A-Za-z0-9._~:\-]{{1,{MAX_SESSION_ID_LENGTH}}}")
+
+
+def valid_session_id(session_id: str) -> bool:
+    """Session ids are opaque: 1-128 chars of ``[A-Za-z0-9._~:-]``."""
+    return _SESSION_ID.fullmatch(session_id) is not None
+
+
+class FrameError(Exception):
+    """A client frame was refused; ``code`` and ``message`` go into an error frame."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Publish:
+    """``{"type": "message", "data": ...}``; ``data_json`` is the re-encoded data."""
+
+    data_json: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Ping:
+    """``{"type": "ping"}``."""
+
+
+ClientFrame = Publish | Ping
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # Parsers disagree on which duplicate wins; refusing is the only safe reading.
+        raise ValueError("duplicate key in object")
+    return obj
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise FrameError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        # Covers NaN/Infinity, duplicate keys and integers over Python's digit limit.
+        raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {str(exc)[:80]}") from None
+
+
+def encode_data(data: Any) -> str:
+    """Canonical compact JSON of a payload; raises FrameError for what UTF-8 cannot carry."""
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text.encode("utf-8")
+    except RecursionError:
+        raise FrameError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
+    except UnicodeEncodeError:
+        raise FrameError(ErrorCode.BAD_JSON, "invalid JSON: lone surrogate in string") from None
+    except (TypeError, ValueError) as exc:
+        raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {str(exc)[:80]}") from None
+    return text
+
+
+def parse_client_frame(raw: str | bytes) -> ClientFrame:
+    """Parse one client frame or raise :class:`FrameError`."""
+    if isinstance(raw, bytes):
+        raise FrameError(ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not supported; send JSON text")
+    obj = _loads(raw)
+    if not isinstance(obj, dict):
+        raise FrameError(ErrorCode.BAD_FRAME, "a frame must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise FrameError(ErrorCode.BAD_FRAME, 'a frame needs a string "type"')
+    if kind == "message":
+        if "data" not in obj:
+            raise FrameError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"')
+        return Publish(encode_data(obj["data"]))
+    if kind == "ping":
+        return Ping()
+    # The type is not echoed: error frames never repeat client input.
+    raise FrameError(ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message" or "ping"')
+
+
+class OutFrame:
+    """A server frame: its JSON text, and its wire bytes built on first use."""
+
+    __slots__ = ("_wire", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The complete unmasked RFC 6455 text frame (server frames are never masked)."""
+        if self._wire is None:
+            payload = self.text.encode("utf-8")
+            n = len(payload)
+            if n < 126:
+                header = struct.pack("!BB", 0x81, n)
+            elif n < 65536:
+                header = struct.pack("!BBH", 0x81, 126, n)
+            else:
+                header = struct.pack("!BBQ", 0x81, 127, n)
+            self._wire = header + payload
+        return self._wire
+
+    def __repr__(self) -> str:
+        return f"OutFrame({self.text!r})"
+
+
+def _dumps(obj: dict[str, Any]) -> OutFrame:
+    return OutFrame(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+def participant(user_id: str, name: str | None) -> dict[str, str]:
+    entry = {"user_id": user_id}
+    if name is not None:
+        entry["name"] = name
+    return entry
+
+
+def welcome_frame(
+    *,
+    session_id: str,
+    user_id: str,
+    org_id: str,
+    connection_id: str,
+    participants: list[dict[str, str]],
+    seq: int,
+    epoch: str,
+    recovered: bool,
+) -> OutFrame:
+    return _dumps(
+        {
+            "type": "welcome",
+            "session_id": session_id,
+            "user_id": user_id,
+            "org_id": org_id,
+            "connection_id": connection_id,
+            "participants": participants,
+            "participant_count": len(participants),
+            "seq": seq,
+            "epoch": epoch,
+            "recovered": recovered,
+        }
+    )
+
+
+def presence_frame(kind: str, *, session_id: str, user_id: str, name: str | None, count: int) -> OutFrame:
+    """``user_joined`` or ``user_left``."""
+    frame: dict[str, Any] = {"type": kind, "session_id": session_id, "user_id": user_id}
+    if name is not None:
+        frame["name"] = name
+    frame["participant_count"] = count
+    return _dumps(frame)
+
+
+def message_frame(
+    *, session_id: str, user_id: str, name: str | None, seq: int, ts: float, data_json: str
+) -> OutFrame:
+    # Spliced rather than re-dumped: data_json was validated and encoded once on the way in.
+    head = {"type": "message", "session_id": session_id, "user_id": user_id}
+    if name is not None:
+        head["name"] = name
+    prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
+    return OutFrame(f'{prefix},"seq":{seq},"ts":{ts!r},"data":{data_json}}}')
+
+
+def error_frame(code: ErrorCode, message: str) -> OutFrame:
+    return _dumps({"type": "error", "code": str(code), "message": message})
+
+
+PONG: Final = OutFrame('{"type":"pong"}')

@@ -1,0 +1,71 @@
+"""Run the app on a socket until SIGTERM/SIGINT, then shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
+
+from .app import make_app
+from .config import Config
+from .errors import CloseCode
+from .hub import Hub
+
+log = logging.getLogger("tornado_ws")
+
+#: How often idle history is swept (ms); the TTL is a lower bound, not exact.
+EXPIRE_EVERY_MS = 5_000
+#: Seconds a client may take to send its request headers (cuts slowloris early).
+HEADER_TIMEOUT = 30.0
+
+
+class Server:
+    """One listening tornado-ws process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.app = make_app(config)
+        self.hub: Hub = self.app.settings["hub"]
+        self.http = HTTPServer(self.app, idle_connection_timeout=HEADER_TIMEOUT)
+        self._sweeper = PeriodicCallback(self.hub.expire, EXPIRE_EVERY_MS)
+        self.port = config.port
+
+    def start(self) -> None:
+        sockets = bind_sockets(self.config.port, self.config.host)
+        self.port = sockets[0].getsockname()[1]
+        self.http.add_sockets(sockets)
+        self._sweeper.start()
+        url = f"http://{self.config.host}:{self.port}/"
+        log.info("tornado-ws listening on %s%s", url, " (demo mode: open it in a browser)" if self.config.demo else "")
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every WebSocket with 1001, wait up to the timeout."""
+        self.http.stop()
+        self._sweeper.stop()
+        count = self.hub.connection_count
+        log.info("shutting down: closing %d connection(s)", count)
+        self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout
+        while self.hub.connection_count and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(self.http.close_all_connections(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            log.warning("shutdown timeout reached with connections still open")
+        log.info("shutdown complete")
+
+
+async def run(config: Config) -> None:
+    server = Server(config)
+    server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.shutdown()
