@@ -19,3 +19,12 @@ def test_core_module_imports_no_io_library(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"{module} pulls in {out}"
+
+
+def test_package_exports_load_lazily() -> None:
+    import tornado_ws
+
+    assert tornado_ws.connect.__module__ == "tornado_ws.client"
+    assert tornado_ws.Hub.__module__ == "tornado_ws.hub"
+    with pytest.raises(AttributeError):
+        tornado_ws.nothing_here  # noqa: B018

@@ -14,15 +14,32 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app import make_app
+    from .client import Backoff, Client, SessionClosed, connect
     from .config import Config, ConfigError
     from .errors import CloseCode, ErrorCode
     from .hub import Hub, SessionKey
 
-__all__ = ["CloseCode", "Config", "ConfigError", "ErrorCode", "Hub", "SessionKey", "make_app"]
+__all__ = [
+    "Backoff",
+    "Client",
+    "CloseCode",
+    "Config",
+    "ConfigError",
+    "ErrorCode",
+    "Hub",
+    "SessionClosed",
+    "SessionKey",
+    "connect",
+    "make_app",
+]
 __version__ = "0.1.0"
 
 _EXPORTS = {
     "make_app": ".app",
+    "Backoff": ".client",
+    "Client": ".client",
+    "SessionClosed": ".client",
+    "connect": ".client",
     "Config": ".config",
     "ConfigError": ".config",
     "CloseCode": ".errors",

@@ -1,0 +1,283 @@
+"""The resuming Python client against a real server, through a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from tests.conftest import Clients, make_token, test_config, wait_for
+from tests.faultproxy import FaultProxy
+from tornado_ws.client import Backoff, Client, SessionClosed, connect
+from tornado_ws.config import Config
+from tornado_ws.hub import Hub
+
+FAST = Backoff(base=0.02, cap=0.2)
+
+
+@pytest.fixture
+def config() -> Config:
+    return test_config(history_size=1000)
+
+
+@pytest.fixture
+def proxy(port: int, io_loop: IOLoop) -> Iterator[FaultProxy]:
+    fp = io_loop.run_sync(FaultProxy(port).start)
+    yield fp
+    io_loop.run_sync(fp.stop)
+
+
+class Opened:
+    """Closes every Client a test opened."""
+
+    def __init__(self) -> None:
+        self.clients: list[Client] = []
+
+    async def connect(self, port: int, token: Any, session: str, **options: Any) -> Client:
+        client = await connect(f"ws://127.0.0.1:{port}", token, session, **{"backoff": FAST, **options})
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+def opened(io_loop: IOLoop, port: int) -> Iterator[Opened]:
+    pool = Opened()
+    yield pool
+
+    async def close_all() -> None:
+        for client in pool.clients:
+            await client.close()
+
+    io_loop.run_sync(close_all)
+
+
+async def messages(client: Client) -> AsyncIterator[dict[str, Any]]:
+    async for frame in client:
+        if frame["type"] == "message":
+            yield frame
+
+
+async def publish_paced(pub: Any, count: int) -> None:
+    """Publish ``count`` messages, each after the previous one came back (so drops land mid-stream)."""
+    for n in range(count):
+        await pub.publish(n)
+        await pub.recv_type("message")
+
+
+# -- basics -------------------------------------------------------------------------------------
+
+
+async def test_connect_send_receive(opened: Opened, port: int) -> None:
+    client = await opened.connect(port, make_token("alice"), "room")
+    assert client.welcome is not None and client.welcome["user_id"] == "alice"
+    assert client.connected and client.last_seq == 0
+    await client.send({"text": "hi"})
+    frame = await client.recv(timeout=5)
+    assert (frame["type"], frame["data"], frame["seq"]) == ("message", {"text": "hi"}, 1)
+    await client.close()
+    with pytest.raises(StopAsyncIteration):
+        await client.__anext__()
+
+
+async def test_async_token_provider_is_asked_on_every_connect(opened: Opened, port: int, hub: Hub) -> None:
+    calls = 0
+
+    async def fresh_token() -> str:
+        nonlocal calls
+        calls += 1
+        return make_token("alice")
+
+    client = await opened.connect(port, fresh_token, "room")
+    client.drop()
+    welcome = await client.recv(timeout=5)
+    assert welcome["type"] == "welcome" and welcome["recovered"] is True
+    assert calls == 2 and client.reconnects == 1
+
+
+# -- drops and resume ----------------------------------------------------------------------------
+
+
+async def test_subscriber_cut_repeatedly_mid_stream_sees_every_seq_once(
+    opened: Opened, clients: Clients, proxy: FaultProxy
+) -> None:
+    total, cuts_at = 600, {100, 250, 400, 520}
+    sub = await opened.connect(proxy.port, make_token("sub"), "feed")
+    pub, _ = await clients.join("feed", "pub")
+
+    async def consume() -> list[int]:
+        seen: list[int] = []
+        async for frame in messages(sub):
+            seen.append(frame["seq"])
+            if len(seen) in cuts_at:
+                assert proxy.cut() >= 2
+            if len(seen) == total:
+                return seen
+        raise AssertionError("stream ended early")
+
+    consumer = asyncio.ensure_future(consume())
+    await publish_paced(pub, total)
+    seen = await asyncio.wait_for(consumer, 30)
+    assert seen == list(range(1, total + 1))
+    assert sub.reconnects == len(cuts_at)
+    assert proxy.accepted == len(cuts_at) + 1
+
+
+async def test_stalled_network_is_detected_and_resumed(
+    opened: Opened, clients: Clients, proxy: FaultProxy
+) -> None:
+    sub = await opened.connect(proxy.port, make_token("sub"), "feed", ping_interval=0.2, ping_timeout=0.2)
+    pub, _ = await clients.join("feed", "pub")
+    await publish_paced(pub, 10)
+    proxy.stall()
+    publisher = asyncio.ensure_future(publish_paced(pub, 50))
+    await wait_for(lambda: not sub.connected, timeout=10)  # ping timeout + close wait
+    proxy.resume()
+    await publisher
+    seqs = []
+    async for frame in messages(sub):
+        seqs.append(frame["seq"])
+        if frame["seq"] == 60:
+            break
+    assert seqs == list(range(1, 61))
+    assert sub.reconnects == 1
+
+
+async def test_delayed_network_keeps_order(opened: Opened, clients: Clients, proxy: FaultProxy) -> None:
+    proxy.delay = 0.01
+    sub = await opened.connect(proxy.port, make_token("sub"), "feed")
+    pub, _ = await clients.join("feed", "pub")
+    for n in range(40):
+        await pub.publish(n)
+    got = []
+    async for frame in messages(sub):
+        got.append(frame["data"])
+        if len(got) == 40:
+            break
+    assert got == list(range(40))
+
+
+class TestHistoryTooShort:
+    @pytest.fixture
+    def config(self) -> Config:
+        return test_config(history_size=5)
+
+    async def test_recovered_false_is_surfaced_then_live_continues(
+        self, opened: Opened, clients: Clients, proxy: FaultProxy
+    ) -> None:
+        sub = await opened.connect(proxy.port, make_token("sub"), "feed")
+        pub, _ = await clients.join("feed", "pub")
+        proxy.refusing = True
+        proxy.cut()
+        await publish_paced(pub, 20)  # more than the 5 kept while sub is away
+        proxy.refusing = False
+        frame = await sub.recv(timeout=10)
+        while frame["type"] != "welcome":
+            frame = await sub.recv(timeout=10)
+        assert frame["recovered"] is False and frame["seq"] == 20
+        await pub.publish("live")
+        live = await asyncio.wait_for(anext(messages(sub)), 5)
+        assert (live["seq"], live["data"]) == (21, "live")
+
+
+# -- when not to come back -----------------------------------------------------------------------
+
+
+async def test_bad_token_raises_at_once(port: int) -> None:
+    with pytest.raises(SessionClosed) as info:
+        await connect(f"ws://127.0.0.1:{port}", "bad-token", "room", backoff=FAST)
+    assert info.value.code == 1008
+
+
+async def test_refused_on_reconnect_stops_retrying(opened: Opened, port: int) -> None:
+    tokens = iter([make_token("alice"), make_token("alice", ttl=-60)])
+    client = await opened.connect(port, lambda: next(tokens), "room")
+    client.drop()
+    with pytest.raises(SessionClosed) as info:
+        async for _ in client:
+            pass
+    assert info.value.code == 1008 and "expired" in info.value.reason
+    with pytest.raises(SessionClosed):
+        await client.send("too late")
+
+
+@pytest.mark.parametrize(("code", "comes_back"), [(4003, False), (4004, False), (1001, True), (4008, True)])
+async def test_server_close_codes_decide_reconnects(
+    opened: Opened, port: int, hub: Hub, code: int, comes_back: bool
+) -> None:
+    client = await opened.connect(port, make_token("alice"), "room")
+    [member] = list(hub.members())
+    member.peer.close(code, "test")
+    if comes_back:
+        welcome = await client.recv(timeout=5)
+        assert welcome["type"] == "welcome" and welcome["recovered"] is True
+    else:
+        with pytest.raises(SessionClosed) as info:
+            await client.recv(timeout=5)
+        assert info.value.code == code
+        assert client.reconnects == 0
+
+
+async def test_gives_up_after_max_attempts() -> None:
+    with pytest.raises(SessionClosed) as info:
+        await connect("ws://127.0.0.1:9", "t", "room", backoff=Backoff(base=0.001, cap=0.01, max_attempts=3))
+    assert info.value.code is None and "3 attempts" in info.value.reason
+
+
+def test_backoff_is_full_jitter_under_the_cap() -> None:
+    backoff, rng = Backoff(base=0.1, cap=2.0), random.Random(7)
+    for attempt in range(12):
+        ceiling = min(2.0, 0.1 * 2**attempt)
+        delays = [backoff.delay(attempt, rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8  # spread over the whole range, not a fixed step
+    assert backoff.delay(10_000, rng) <= 2.0
+
+
+# -- sizes and order ----------------------------------------------------------------------------
+
+
+async def test_largest_frame_is_delivered_intact_and_one_byte_more_is_1009(opened: Opened, port: int) -> None:
+    sender = await opened.connect(port, make_token("alice"), "big")
+    reader = await opened.connect(port, make_token("bob"), "big")
+    envelope = len(json.dumps({"type": "message", "data": ""}, separators=(",", ":")))
+    text = "é" * ((65536 - envelope) // 2)  # two UTF-8 bytes each: the limit counts bytes
+    text += "x" * (65536 - envelope - 2 * len(text))
+    await sender.send(text)
+    frame = await asyncio.wait_for(anext(messages(reader)), 5)
+    assert frame["data"] == text
+    await sender.send(text + "x")
+    with pytest.raises(SessionClosed) as info:
+        while True:
+            await sender.recv(timeout=5)
+    assert info.value.code == 1009
+
+
+async def test_many_senders_many_receivers_one_order(opened: Opened, port: int) -> None:
+    senders = [await opened.connect(port, make_token(f"s{i}"), "room") for i in range(5)]
+    readers = [await opened.connect(port, make_token(f"r{i}"), "room") for i in range(5)]
+    per_sender = 30
+
+    async def send_all(i: int, client: Client) -> None:
+        for n in range(per_sender):
+            await client.send([i, n])
+
+    async def read_all(client: Client) -> list[tuple[int, int, int]]:
+        out = []
+        async for frame in messages(client):
+            out.append((frame["seq"], *frame["data"]))
+            if len(out) == 5 * per_sender:
+                return out
+        raise AssertionError("ended early")
+
+    readers_done = [asyncio.ensure_future(read_all(c)) for c in senders + readers]
+    await asyncio.gather(*(send_all(i, c) for i, c in enumerate(senders)))
+    orders = await asyncio.wait_for(asyncio.gather(*readers_done), 20)
+    assert all(order == orders[0] for order in orders)
+    assert [seq for seq, _, _ in orders[0]] == list(range(1, 5 * per_sender + 1))
+    for i in range(5):
+        assert [n for _, s, n in orders[0] if s == i] == list(range(per_sender))
