@@ -7,6 +7,7 @@ TEST = [
     "pytest-tornasync>=0.6",
     "pytest-cov>=5",
     "websockets>=13",  # an independent WebSocket client for black-box tests
+    "playwright>=1.40",  # the demo page in a real browser (Debian's chromium; never downloads one)
     "hypothesis>=6.100",
     "ruff>=0.6",
     "mypy>=1.10",

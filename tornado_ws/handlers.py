@@ -142,6 +142,13 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             self.close_code,
         )
 
+    def abort(self) -> None:
+        """Drop the TCP connection without a close handshake (as a dead network would)."""
+        conn = self.ws_connection
+        stream = getattr(conn, "stream", None)
+        if stream is not None:
+            stream.close()
+
     # -- Peer --------------------------------------------------------------
 
     def send(self, frame: OutFrame) -> None:

@@ -62,10 +62,11 @@ class Server:
 
 async def run(config: Config) -> None:
     server = Server(config)
-    server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before start(): once "listening" is logged, a signal must already mean a clean shutdown.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    server.start()
     await stop.wait()
     await server.shutdown()
