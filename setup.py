@@ -22,7 +22,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["tornado_ws", "tornado_ws.*"]),
     package_data={"tornado_ws": ["py.typed"]},
-    install_requires=["tornado>=6.4", "pyjwt[crypto]>=2.8"],
+    install_requires=["tornado>=6.4", "pyjwt[crypto]>=2.8", "prometheus-client>=0.20"],
     extras_require={
         "test": TEST,
         "redis": ["redis>=5"],

@@ -85,7 +85,8 @@ def make_token(
 
 
 def test_config(**overrides: Any) -> Config:
-    settings: dict[str, Any] = {"jwt_secret": SECRET, "ping_interval": 1.0, "ping_timeout": 1.0}
+    # No inbound rate limit unless a test is about it: most tests publish faster than 20/s.
+    settings: dict[str, Any] = {"jwt_secret": SECRET, "ping_interval": 1.0, "ping_timeout": 1.0, "rate_limit": 0}
     settings.update(overrides)
     return Config(**settings)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.conftest import Clients, test_config
+from tests.conftest import ROOT, Clients, test_config
 from tornado_ws.config import Config
 
 
@@ -68,3 +68,14 @@ class TestDemo:
         assert code == 400
         code, body, _ = await fetch_json(http_server_client, "/demo/token?user=carol")
         assert code == 200
+
+
+def test_openapi_file_documents_the_api_routes() -> None:
+    spec = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    assert "post" in paths["/api/sessions/{session_id}/messages"]
+    assert "get" in paths["/api/sessions/{session_id}/presence"]
+    assert "delete" in paths["/api/sessions/{session_id}/users/{user_id}"]
+    for route in ("/healthz", "/readyz", "/metrics"):
+        assert route in paths

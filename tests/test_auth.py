@@ -20,9 +20,11 @@ from tornado_ws.config import Config, ConfigError
 
 
 def pem(private_key: Any) -> str:
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def claims(**extra: Any) -> dict[str, Any]:

@@ -134,6 +134,20 @@ def test_tokens_never_reach_the_logs(tmp_path: Path) -> None:
         assert secret not in output
 
 
+def test_json_log_format_is_one_object_per_line() -> None:
+    server = ServerProcess(["--jwt-secret", SECRET, "--log-format", "json"])
+    token = make_token("alice", "acme")
+    try:
+        asyncio.run(_session_with_refusal(server.port, token))
+    finally:
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in server.output().splitlines() if line.strip()]
+    server.log_path.unlink()
+    assert {"ts", "level", "logger", "message"} <= set(lines[0])
+    assert any(line["message"].startswith("connect session=room org=acme user=alice") for line in lines)
+    assert all(token not in json.dumps(line) for line in lines)
+
+
 async def _shutdown_closes_with_1001(server: ServerProcess) -> int | None:
     async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws/room?token={make_token()}") as ws:
         assert json.loads(await ws.recv())["type"] == "welcome"

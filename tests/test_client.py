@@ -127,9 +127,7 @@ async def test_subscriber_cut_repeatedly_mid_stream_sees_every_seq_once(
     assert proxy.accepted == len(cuts_at) + 1
 
 
-async def test_stalled_network_is_detected_and_resumed(
-    opened: Opened, clients: Clients, proxy: FaultProxy
-) -> None:
+async def test_stalled_network_is_detected_and_resumed(opened: Opened, clients: Clients, proxy: FaultProxy) -> None:
     sub = await opened.connect(proxy.port, make_token("sub"), "feed", ping_interval=0.2, ping_timeout=0.2)
     pub, _ = await clients.join("feed", "pub")
     await publish_paced(pub, 10)

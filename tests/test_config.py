@@ -13,7 +13,11 @@ def test_defaults_match_the_documented_ones() -> None:
     config = Config(jwt_secret="s")
     assert (config.host, config.port, config.jwt_algorithms) == ("127.0.0.1", 8888, ("HS256",))
     assert (config.max_message_size, config.jwt_leeway, config.history_size, config.history_ttl) == (
-        65536, 0.0, 100, 300.0)
+        65536,
+        0.0,
+        100,
+        300.0,
+    )
 
 
 def test_no_key_and_no_demo_is_refused_with_a_howto() -> None:
@@ -41,6 +45,13 @@ def test_no_key_and_no_demo_is_refused_with_a_howto() -> None:
         ({"ping_interval": -1}, "--ping-interval"),
         ({"history_size": -1}, "--history-size"),
         ({"shutdown_timeout": -1}, "--shutdown-timeout"),
+        ({"rate_limit": -1}, "--rate-limit"),
+        ({"rate_burst": 0}, "--rate-burst"),
+        ({"max_connections": 0}, "--max-connections"),
+        ({"max_connections_per_user": 0}, "--max-connections-per-user"),
+        ({"max_outbound_buffer": 10}, "--max-outbound-buffer"),
+        ({"max_session_id_length": 2000}, "--max-session-id-length"),
+        ({"log_format": "xml"}, "--log-format"),
     ],
 )
 def test_bad_settings_name_their_flag(settings: dict[str, Any], flag: str) -> None:

@@ -37,8 +37,9 @@ def test_filter_redacts_message_args_and_tracebacks() -> None:
     try:
         raise RuntimeError(f"boom {TOKEN}")
     except RuntimeError as exc:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "uri=%s", (f"/ws/a?token={TOKEN}",), (
-            type(exc), exc, exc.__traceback__))
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "uri=%s", (f"/ws/a?token={TOKEN}",), (type(exc), exc, exc.__traceback__)
+        )
     assert RedactingFilter().filter(record)
     assert TOKEN not in record.getMessage()
     assert record.exc_text is not None and TOKEN not in record.exc_text

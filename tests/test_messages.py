@@ -125,8 +125,18 @@ def test_wire_bytes_are_a_valid_unmasked_text_frame(size: int) -> None:
 
 @pytest.mark.parametrize(
     ("session_id", "ok"),
-    [("a", True), ("A-z_0.9~:", True), ("x" * 128, True), ("x" * 129, False), ("", False), ("a b", False),
-     ("a/b", False), ("é", False), ("a\x00", False), ("\u0430", False)]  # Cyrillic a,
+    [
+        ("a", True),
+        ("A-z_0.9~:", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("", False),
+        ("a b", False),
+        ("a/b", False),
+        ("é", False),
+        ("a\x00", False),
+        ("\u0430", False),
+    ],  # Cyrillic a,
 )
 def test_session_id_rule(session_id: str, ok: bool) -> None:
     assert valid_session_id(session_id) is ok

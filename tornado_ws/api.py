@@ -1,14 +1,23 @@
-"""Plain HTTP routes: health, the demo token mint, the demo page. JSON errors only."""
+"""HTTP routes: the backend API, health, metrics, demo tokens, the page. JSON errors only.
+
+The API authenticates exactly like the WebSocket (same verifier); the caller's
+``org`` claim scopes every session id it names, so no request can reach
+another organization's sessions.
+"""
 
 from __future__ import annotations
 
-import http
 from typing import Any
 
-from tornado.web import HTTPError, StaticFileHandler
+from tornado.web import StaticFileHandler
 
-from .auth import issue_token
-from .handlers import RedactedLoggingMixin
+from .auth import AuthError, Claims, issue_token
+from .errors import CloseCode
+from .handlers import ApiError, RedactedLoggingMixin
+from .hub import SessionKey
+from .messages import FrameError, encode_data, parse_json, valid_session_id
+from .metrics import CONTENT_TYPE
+from .state import AppState
 
 #: The demo page may only run its own script and talk to its own origin.
 CONTENT_SECURITY_POLICY = (
@@ -17,36 +26,121 @@ CONTENT_SECURITY_POLICY = (
 )
 DEMO_TOKEN_TTL = 3600.0
 _MAX_DEMO_FIELD = 128
+PUBLISH_ROLES = frozenset({"service", "admin"})
 
 
 class JsonHandler(RedactedLoggingMixin):
-    """Base for API routes: every error is ``{"error": {"code", "message"}}``."""
+    """Base for JSON routes."""
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = exc.log_message if isinstance(exc, HTTPError) and exc.log_message else None
-        try:
-            phrase = http.HTTPStatus(status_code).phrase
-        except ValueError:
-            phrase = "Error"
-        code = phrase.lower().replace(" ", "_").replace("-", "_")
-        self.finish({"error": {"code": code, "message": message or phrase}})
 
 
 class NotFoundHandler(JsonHandler):
     """Default route: a JSON 404 instead of Tornado's HTML page."""
 
     def prepare(self) -> None:
-        raise HTTPError(404, "no such route")
+        raise ApiError(404, "not_found", "no such route")
 
 
 class HealthHandler(JsonHandler):
+    """``/healthz``: the process is up and serving HTTP."""
+
     def get(self) -> None:
         self.finish({"status": "ok"})
+
+
+class ReadyHandler(JsonHandler):
+    """``/readyz``: ready for traffic (not draining; the broker answers)."""
+
+    def initialize(self, state: AppState) -> None:
+        self.state = state
+
+    def get(self) -> None:
+        if self.state.draining:
+            self.set_status(503)
+            self.finish({"status": "draining"})
+            return
+        self.finish({"status": "ready"})
+
+
+class MetricsHandler(RedactedLoggingMixin):
+    def initialize(self, state: AppState) -> None:
+        self.state = state
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(self.state.metrics.render())
+
+
+class ApiHandler(JsonHandler):
+    """Base of ``/api/...``: a Bearer token is required and verified like a WebSocket token."""
+
+    claims: Claims
+
+    def initialize(self, state: AppState) -> None:
+        self.state = state
+
+    def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self.set_header("WWW-Authenticate", 'Bearer realm="tornado-ws"')
+            raise ApiError(401, "unauthorized", "missing Authorization: Bearer <jwt>")
+        try:
+            self.claims = self.state.verifier.verify(token.strip())
+        except AuthError as exc:
+            self.set_header("WWW-Authenticate", 'Bearer realm="tornado-ws", error="invalid_token"')
+            raise ApiError(401, "unauthorized", exc.reason) from None
+
+    def session_key(self, session_id: str) -> SessionKey:
+        if not valid_session_id(session_id, self.state.config.max_session_id_length):
+            raise ApiError(400, "invalid_session_id", "session ids are 1-128 characters of [A-Za-z0-9._~:-]")
+        return SessionKey(self.claims.org_id, session_id)
+
+    def require_role(self, roles: frozenset[str]) -> None:
+        if not roles.intersection(self.claims.roles):
+            raise ApiError(403, "forbidden", f"requires role {' or '.join(sorted(roles))}")
+
+
+class PublishHandler(ApiHandler):
+    """``POST /api/sessions/<id>/messages`` with ``{"data": ...}`` → ``{"seq": N}``."""
+
+    def post(self, session_id: str) -> None:
+        self.require_role(PUBLISH_ROLES)
+        key = self.session_key(session_id)
+        if len(self.request.body) > self.state.config.max_message_size:
+            raise ApiError(413, "payload_too_large", f"body over {self.state.config.max_message_size} bytes")
+        try:
+            body = parse_json(self.request.body.decode("utf-8", errors="strict"))
+            if not isinstance(body, dict) or "data" not in body:
+                raise ApiError(400, "bad_request", 'the body must be a JSON object with "data"')
+            data_json = encode_data(body["data"])
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_json", "the body is not UTF-8") from None
+        except FrameError as exc:
+            raise ApiError(400, str(exc.code), exc.message) from None
+        seq = self.state.hub.publish(key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json)
+        self.state.metrics.api_messages_in += 1
+        self.finish({"seq": seq})
+
+
+class PresenceHandler(ApiHandler):
+    """``GET /api/sessions/<id>/presence``."""
+
+    def get(self, session_id: str) -> None:
+        self.finish(self.state.hub.presence(self.session_key(session_id)))
+
+
+class KickHandler(ApiHandler):
+    """``DELETE /api/sessions/<id>/users/<user_id>`` (admin): close that user's sockets with 4003."""
+
+    def delete(self, session_id: str, user_id: str) -> None:
+        self.require_role(frozenset({"admin"}))
+        key = self.session_key(session_id)
+        closed = self.state.hub.kick(key, user_id, CloseCode.KICKED, "kicked")
+        self.finish({"session_id": session_id, "user_id": user_id, "connections_closed": closed})
 
 
 class DemoTokenHandler(JsonHandler):
@@ -58,13 +152,13 @@ class DemoTokenHandler(JsonHandler):
     def _field(self, name: str, default: str | None) -> str | None:
         value = self.get_query_argument(name, default)
         if value is not None and (not value.strip() or len(value) > _MAX_DEMO_FIELD):
-            raise HTTPError(400, f"{name} must be 1-{_MAX_DEMO_FIELD} characters")
+            raise ApiError(400, "bad_request", f"{name} must be 1-{_MAX_DEMO_FIELD} characters")
         return value.strip() if value is not None else None
 
     def get(self) -> None:
         user = self._field("user", None)
         if user is None:
-            raise HTTPError(400, "user is required, e.g. /demo/token?user=alice&org=acme")
+            raise ApiError(400, "bad_request", "user is required, e.g. /demo/token?user=alice&org=acme")
         org = self._field("org", "demo") or "demo"
         name = self._field("name", None)
         token = issue_token(self.secret, user_id=user, org_id=org, name=name, ttl=DEMO_TOKEN_TTL)
@@ -78,3 +172,14 @@ class PageHandler(RedactedLoggingMixin, StaticFileHandler):
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
+
+
+def api_routes(state: AppState) -> list[Any]:
+    kwargs = {"state": state}
+    return [
+        (r"/api/sessions/([^/]*)/messages", PublishHandler, kwargs),
+        (r"/api/sessions/([^/]*)/presence", PresenceHandler, kwargs),
+        (r"/api/sessions/([^/]*)/users/([^/]+)", KickHandler, kwargs),
+        (r"/readyz", ReadyHandler, kwargs),
+        (r"/metrics", MetricsHandler, kwargs),
+    ]

@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-size", type=int, default=100, help="messages kept per session for resume")
     p.add_argument("--history-ttl", type=float, default=300.0, help="seconds history outlives the last activity")
     p.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds to wait for clients on SIGTERM")
+    p.add_argument("--rate-limit", type=float, default=20.0, help="inbound frames/s per connection (0: off)")
+    p.add_argument("--rate-burst", type=int, default=40, help="inbound burst per connection")
+    p.add_argument("--max-connections-per-user", type=int, default=8, help="per org+user; the next one closes 1013")
+    p.add_argument("--max-outbound-buffer", type=int, default=1 << 20, help="unsent bytes before a 4008 cut")
+    p.add_argument("--max-connections", type=int, default=20_000, help="per process; beyond it HTTP 503")
+    p.add_argument("--max-session-id-length", type=int, default=128, help="longest accepted session id")
+    p.add_argument(
+        "--allowed-origins",
+        help="comma list of browser origins allowed to connect, or * (default: same host as the request)",
+    )
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--static-dir", default=DEFAULT_STATIC_DIR, help="directory of the demo page")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--demo", action="store_true", help="random secret and GET /demo/token for trying it out")
@@ -56,9 +67,16 @@ def _read_key(path: str) -> str:
         raise ConfigError(f"--jwt-public-key: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def config_from_args(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
-) -> tuple[Config, str]:
+def _origins(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    origins = tuple(o.strip() for o in value.split(",") if o.strip())
+    if not origins:
+        raise ConfigError("--allowed-origins needs at least one origin (or *)")
+    return origins
+
+
+def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> tuple[Config, str]:
     """Parse flags (and ``TORNADO_WS_JWT_SECRET``) into a validated Config and a log level."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
@@ -86,6 +104,14 @@ def config_from_args(
         shutdown_timeout=args.shutdown_timeout,
         static_dir=args.static_dir,
         demo=args.demo,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        max_connections_per_user=args.max_connections_per_user,
+        max_outbound_buffer=args.max_outbound_buffer,
+        max_connections=args.max_connections,
+        max_session_id_length=args.max_session_id_length,
+        allowed_origins=_origins(args.allowed_origins),
+        log_format=args.log_format,
     ), args.log_level
 
 
@@ -97,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tornado-ws: error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(log_level)
+    configure_logging(log_level, config.log_format)
     try:
         asyncio.run(run(config))
     except OSError as exc:

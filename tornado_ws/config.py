@@ -12,6 +12,9 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 SUPPORTED_ALGORITHMS = SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 
+#: Longest session id any deployment may allow (ids travel in every frame and log line).
+MAX_SESSION_ID_LIMIT = 1024
+
 #: Where ``GET /`` finds the demo page when running from a checkout.
 DEFAULT_STATIC_DIR = str(Path(__file__).resolve().parent.parent / "static")
 
@@ -51,6 +54,19 @@ class Config:
     #: Seconds a graceful shutdown waits for clients to finish closing.
     shutdown_timeout: float = 10.0
     static_dir: str = DEFAULT_STATIC_DIR
+    #: Inbound frames per second per connection (token bucket); 0 turns the limit off.
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    #: Open connections per (org, user) across all sessions; the next one is closed 1013.
+    max_connections_per_user: int = 8
+    #: Unsent bytes a connection may queue before it is cut as a slow consumer (4008).
+    max_outbound_buffer: int = 1 << 20
+    #: Open WebSocket connections per process; beyond it the handshake gets HTTP 503.
+    max_connections: int = 20_000
+    max_session_id_length: int = 128
+    #: Browser origins allowed to open WebSockets; None means "same host as the request".
+    allowed_origins: tuple[str, ...] | None = None
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -85,3 +101,13 @@ class Config:
             raise ConfigError("--history-size and --history-ttl must be >= 0")
         if self.shutdown_timeout < 0:
             raise ConfigError("--shutdown-timeout must be >= 0")
+        if self.rate_limit < 0 or self.rate_burst < 1:
+            raise ConfigError("--rate-limit must be >= 0 and --rate-burst >= 1")
+        if self.max_connections_per_user < 1 or self.max_connections < 1:
+            raise ConfigError("--max-connections and --max-connections-per-user must be >= 1")
+        if self.max_outbound_buffer < 1024:
+            raise ConfigError(f"--max-outbound-buffer must be at least 1024 bytes, got {self.max_outbound_buffer}")
+        if not 1 <= self.max_session_id_length <= MAX_SESSION_ID_LIMIT:
+            raise ConfigError(f"--max-session-id-length must be between 1 and {MAX_SESSION_ID_LIMIT}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("--log-format must be text or json")

@@ -48,4 +48,6 @@ class ErrorCode(enum.StrEnum):
     BAD_FRAME = "bad_frame"
     UNKNOWN_TYPE = "unknown_type"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
+    RATE_LIMITED = "rate_limited"
+    BAD_REFRESH = "bad_refresh"
     INTERNAL = "internal"

@@ -1,32 +1,56 @@
 """The WebSocket endpoint ``/ws/<session_id>``: a thin adapter over the hub.
 
-``open`` authenticates and joins, ``on_message`` parses and publishes,
+``get`` enforces the process-wide limits before the upgrade, ``open``
+authenticates and joins, ``on_message`` limits, parses and publishes,
 ``on_close`` leaves. The handler is the hub's :class:`~tornado_ws.hub.Peer`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http
 import logging
 import secrets
+import time
 from types import TracebackType
 from typing import Any, ClassVar
 
+from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
-from .auth import AuthError, TokenVerifier
+from .auth import AuthError, Claims
 from .errors import CloseCode, ErrorCode
 from .hub import Hub, Member, SessionKey
+from .limits import TokenBucket
 from .logs import request_summary
-from .messages import PONG, FrameError, OutFrame, Ping, error_frame, parse_client_frame, valid_session_id
+from .messages import (
+    PONG,
+    FrameError,
+    OutFrame,
+    Ping,
+    Refresh,
+    error_frame,
+    parse_client_frame,
+    refreshed_frame,
+    valid_session_id,
+)
+from .state import AppState
 
 log = logging.getLogger("tornado_ws")
 
 
+class ApiError(HTTPError):
+    """An HTTP error with a stable machine-readable ``code`` for the JSON body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, message)
+        self.code = code
+
+
 class RedactedLoggingMixin(RequestHandler):
-    """Tornado's request summaries and exception logs, with tokens cut out."""
+    """Tornado's request summaries and exception logs minus tokens; errors as JSON."""
 
     def _request_summary(self) -> str:
         return request_summary(self)
@@ -44,11 +68,31 @@ class RedactedLoggingMixin(RequestHandler):
             # Tornado's default also prints repr(request), whose uri holds ?token=.
             log.error("uncaught exception %s", request_summary(self), exc_info=value)
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        try:
+            phrase = http.HTTPStatus(status_code).phrase
+        except ValueError:
+            phrase = "Error"
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        message = phrase
+        if isinstance(exc, HTTPError) and exc.log_message:
+            message = exc.log_message
+            code = getattr(exc, "code", code)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish({"error": {"code": code, "message": message}})
+
 
 def _int_or_none(value: str | None) -> int | None:
     if value is None or not value.isdigit() or len(value) > 18:
         return None
     return int(value)
+
+
+def _pending_bytes(stream: Any) -> int:
+    # IOStream has no public "unsent bytes" accessor; its write buffer is the backlog.
+    buffer = getattr(stream, "_write_buffer", None)
+    return len(buffer) if buffer is not None else 0
 
 
 class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
@@ -58,15 +102,37 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     registry: ClassVar[Hub | None] = None
 
     member: Member | None = None
+    _bucket: TokenBucket | None = None
+    _expiry: object | None = None
+    _slow = False
+    _server_close_code: int | None = None
 
-    def initialize(self, hub: Hub, verifier: TokenVerifier) -> None:
-        self.hub = hub
-        self.verifier = verifier
+    def initialize(self, state: AppState) -> None:
+        self.state = state
+        self.hub = state.hub
+        self.config = state.config
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # Tornado answers bad UTF-8 in the path with a 400 before the upgrade;
         # we want every bad session id refused the same way: close 1008.
         return value.decode("utf-8", errors="replace")
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.state.draining:
+            self.state.metrics.refused.labels("shutting_down").inc()
+            raise ApiError(503, "shutting_down", "server is shutting down; reconnect elsewhere")
+        if self.hub.connection_count >= self.config.max_connections:
+            self.state.metrics.refused.labels("max_connections").inc()
+            raise ApiError(503, "max_connections", "server is at its connection limit; try again later")
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.state.allowed_origins
+        ok = super().check_origin(origin) if allowed is None else "*" in allowed or origin.lower() in allowed
+        if not ok:
+            self.state.metrics.refused.labels("origin").inc()
+            log.info("refused origin=%r peer=%s", origin[:200], self.request.remote_ip)
+        return ok
 
     def _token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
@@ -75,21 +141,28 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             return credentials.strip()
         return self.get_query_argument("token", None)
 
-    def _refuse(self, session_id: str, reason: str) -> None:
+    def _refuse(self, session_id: str, code: int, reason: str, label: str) -> None:
+        self.state.metrics.refused.labels(label).inc()
         log.info("refused session=%r reason=%s peer=%s", session_id[:140], reason, self.request.remote_ip)
-        self.close(CloseCode.POLICY_VIOLATION, reason)
+        self.close(code, reason)
 
     def open(self, *args: str, **kwargs: str) -> None:
         session_id = args[0] if args else ""
-        if not valid_session_id(session_id):
-            self._refuse(session_id, "invalid session id")
+        if not valid_session_id(session_id, self.config.max_session_id_length):
+            self._refuse(session_id, CloseCode.POLICY_VIOLATION, "invalid session id", "invalid_session_id")
             return
         try:
-            claims = self.verifier.verify(self._token())
+            claims = self.state.verifier.verify(self._token())
         except AuthError as exc:
-            self._refuse(session_id, exc.reason)
+            self._refuse(session_id, CloseCode.POLICY_VIOLATION, exc.reason, exc.reason.replace(" ", "_"))
+            return
+        if self.hub.user_connections(claims.org_id, claims.user_id) >= self.config.max_connections_per_user:
+            self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "too many connections for this user", "per_user_limit")
             return
         self.set_nodelay(True)
+        if self.config.rate_limit > 0:
+            self._bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
+        self._schedule_expiry(claims)
         self.member = Member(
             key=SessionKey(claims.org_id, session_id),
             connection_id=secrets.token_hex(8),
@@ -110,9 +183,43 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             since=_int_or_none(self.get_query_argument("since", None)),
         )
 
+    # -- token lifetime ------------------------------------------------------
+
+    def _schedule_expiry(self, claims: Claims) -> None:
+        loop = IOLoop.current()
+        if self._expiry is not None:
+            loop.remove_timeout(self._expiry)
+            self._expiry = None
+        if claims.expires_at is not None:
+            delay = claims.expires_at + self.config.jwt_leeway - time.time()
+            self._expiry = loop.call_later(max(0.0, delay), self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def _refresh(self, member: Member, token: str) -> None:
+        try:
+            claims = self.state.verifier.verify(token)
+        except AuthError as exc:
+            self.send(error_frame(ErrorCode.BAD_REFRESH, f"refresh refused: {exc.reason}"))
+            return
+        if (claims.org_id, claims.user_id) != (member.key.org_id, member.user_id):
+            self.send(error_frame(ErrorCode.BAD_REFRESH, "refresh token is for another user or organization"))
+            self.close(CloseCode.POLICY_VIOLATION, "bad refresh")
+            return
+        self._schedule_expiry(claims)
+        self.send(refreshed_frame(claims.expires_at))
+
+    # -- frames ---------------------------------------------------------------
+
     def on_message(self, message: str | bytes) -> None:
         member = self.member
-        if member is None:
+        if member is None or self._slow:
+            return
+        if self._bucket is not None and not self._bucket.allow():
+            self.state.metrics.rate_limited += 1
+            self.send(error_frame(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped"))
             return
         try:
             frame = parse_client_frame(message)
@@ -122,16 +229,31 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         try:
             if isinstance(frame, Ping):
                 self.send(PONG)
+            elif isinstance(frame, Refresh):
+                self._refresh(member, frame.token)
             else:
+                started = time.perf_counter()
                 self.hub.publish(member.key, user_id=member.user_id, name=member.name, data_json=frame.data_json)
+                self.state.metrics.messages_in += 1
+                self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
         except Exception:
             log.exception("failed to handle a frame session=%s conn=%s", member.key.session_id, member.connection_id)
             self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
 
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self._server_close_code is None:
+            self._server_close_code = code
+        super().close(code, reason)
+
     def on_close(self) -> None:
+        if self._expiry is not None:
+            IOLoop.current().remove_timeout(self._expiry)
+            self._expiry = None
+        code = self._server_close_code or self.close_code or 1006
         member = self.member
         if member is None:
             return
+        self.state.metrics.disconnects.labels(str(code)).inc()
         self.hub.leave(member)
         log.info(
             "disconnect session=%s org=%s user=%s conn=%s code=%s",
@@ -139,7 +261,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             member.key.org_id,
             member.user_id,
             member.connection_id,
-            self.close_code,
+            code,
         )
 
     def abort(self) -> None:
@@ -153,9 +275,28 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
 
     def send(self, frame: OutFrame) -> None:
         conn = self.ws_connection
-        if conn is None or conn.is_closing():
+        if self._slow or conn is None or conn.is_closing():
             return
         stream: Any = getattr(conn, "stream", None)
+        wire = frame.wire
         # Server frames are unmasked, so the bytes framed once serve every member.
         with contextlib.suppress(StreamClosedError):
-            stream.write(frame.wire)
+            stream.write(wire)
+        self.state.metrics.bytes_out += len(wire)
+        if _pending_bytes(stream) > self.config.max_outbound_buffer:
+            # Not inside the broadcast loop that called us: cut on the next loop pass.
+            self._slow = True
+            IOLoop.current().add_callback(self._cut_slow_consumer)
+
+    def _cut_slow_consumer(self) -> None:
+        member = self.member
+        self.state.metrics.slow_consumers += 1
+        if member is not None:
+            log.warning(
+                "slow consumer cut session=%s user=%s conn=%s",
+                member.key.session_id,
+                member.user_id,
+                member.connection_id,
+            )
+            self.hub.leave(member)
+        self.close(CloseCode.SLOW_CONSUMER, "slow consumer")

@@ -118,12 +118,20 @@ class Hub:
         self._epoch_factory = epoch_factory
         self.sessions: dict[SessionKey, Session] = {}
         self._dormant: dict[SessionKey, Stream] = {}
+        self._per_user: dict[tuple[str, str], int] = {}
+        self._connections = 0
+        #: Message frames handed to members since start (one per recipient).
+        self.deliveries = 0
 
     # -- queries -----------------------------------------------------------
 
     @property
     def connection_count(self) -> int:
-        return sum(len(s.members) for s in self.sessions.values())
+        return self._connections
+
+    def user_connections(self, org_id: str, user_id: str) -> int:
+        """Open connections of one user of one org, across all its sessions."""
+        return self._per_user.get((org_id, user_id), 0)
 
     @property
     def dormant_count(self) -> int:
@@ -153,6 +161,7 @@ class Hub:
         """Add ``member``: it gets ``welcome``, then any recovered frames; others get ``user_joined``."""
         session = self._session_for(member.key)
         first = session._add(member)
+        self._count(member, +1)
         session.stream.touch(self._clock())
         recovery = session.stream.recover(epoch, since)
         member.peer.send(
@@ -179,11 +188,32 @@ class Hub:
         if session is None or session.members.get(member.connection_id) is not member:
             return
         last_of_user = session._remove(member)
+        self._count(member, -1)
         session.stream.touch(self._clock())
         if not session.members:
             self._retire(session)
         elif last_of_user:
             session.broadcast(self._presence_frame("user_left", session, member))
+
+    def _count(self, member: Member, delta: int) -> None:
+        self._connections += delta
+        user = (member.key.org_id, member.user_id)
+        remaining = self._per_user.get(user, 0) + delta
+        if remaining:
+            self._per_user[user] = remaining
+        else:
+            del self._per_user[user]
+
+    def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
+        """Remove every connection of ``user_id`` from session ``key`` and close them; returns how many."""
+        session = self.sessions.get(key)
+        if session is None:
+            return 0
+        targets = [m for m in session.members.values() if m.user_id == user_id]
+        for member in targets:
+            self.leave(member)  # first, so user_left goes out now, not after the close handshake
+            member.peer.close(code, reason)
+        return len(targets)
 
     def _retire(self, session: Session) -> None:
         del self.sessions[session.key]
@@ -216,6 +246,7 @@ class Hub:
         )
         stream.append(seq, frame, now)
         if session is not None:
+            self.deliveries += len(session.members)
             session.broadcast(frame)
         return seq
 
@@ -241,3 +272,5 @@ class Hub:
         """Forget everything (tests use this between cases)."""
         self.sessions.clear()
         self._dormant.clear()
+        self._per_user.clear()
+        self._connections = 0

@@ -18,12 +18,12 @@ from typing import Any, Final, NoReturn
 from .errors import ErrorCode
 
 MAX_SESSION_ID_LENGTH: Final = 128
-_SESSION_ID = re.compile(rf"[A-Za-z0-9._~:\-]{{1,{MAX_SESSION_ID_LENGTH}}}")
+_SESSION_ID = re.compile(r"[A-Za-z0-9._~:\-]+")
 
 
-def valid_session_id(session_id: str) -> bool:
-    """Session ids are opaque: 1-128 chars of ``[A-Za-z0-9._~:-]``."""
-    return _SESSION_ID.fullmatch(session_id) is not None
+def valid_session_id(session_id: str, max_length: int = MAX_SESSION_ID_LENGTH) -> bool:
+    """Session ids are opaque: 1 to ``max_length`` (default 128) chars of ``[A-Za-z0-9._~:-]``."""
+    return len(session_id) <= max_length and _SESSION_ID.fullmatch(session_id) is not None
 
 
 class FrameError(Exception):
@@ -47,7 +47,14 @@ class Ping:
     """``{"type": "ping"}``."""
 
 
-ClientFrame = Publish | Ping
+@dataclasses.dataclass(frozen=True)
+class Refresh:
+    """``{"type": "refresh", "token": "<jwt>"}``: extend the connection's life."""
+
+    token: str = dataclasses.field(repr=False)
+
+
+ClientFrame = Publish | Ping | Refresh
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -62,7 +69,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _loads(text: str) -> Any:
+def parse_json(text: str) -> Any:
+    """Strict JSON: FrameError(bad_json) for anything we would refuse to forward."""
     try:
         return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
@@ -92,7 +100,7 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
     """Parse one client frame or raise :class:`FrameError`."""
     if isinstance(raw, bytes):
         raise FrameError(ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not supported; send JSON text")
-    obj = _loads(raw)
+    obj = parse_json(raw)
     if not isinstance(obj, dict):
         raise FrameError(ErrorCode.BAD_FRAME, "a frame must be a JSON object")
     kind = obj.get("type")
@@ -104,8 +112,13 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
         return Publish(encode_data(obj["data"]))
     if kind == "ping":
         return Ping()
+    if kind == "refresh":
+        token = obj.get("token")
+        if not isinstance(token, str) or not token:
+            raise FrameError(ErrorCode.BAD_FRAME, 'a "refresh" frame needs a string "token"')
+        return Refresh(token)
     # The type is not echoed: error frames never repeat client input.
-    raise FrameError(ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message" or "ping"')
+    raise FrameError(ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message", "ping" or "refresh"')
 
 
 class OutFrame:
@@ -183,9 +196,7 @@ def presence_frame(kind: str, *, session_id: str, user_id: str, name: str | None
     return _dumps(frame)
 
 
-def message_frame(
-    *, session_id: str, user_id: str, name: str | None, seq: int, ts: float, data_json: str
-) -> OutFrame:
+def message_frame(*, session_id: str, user_id: str, name: str | None, seq: int, ts: float, data_json: str) -> OutFrame:
     # Spliced rather than re-dumped: data_json was validated and encoded once on the way in.
     head = {"type": "message", "session_id": session_id, "user_id": user_id}
     if name is not None:
@@ -196,6 +207,10 @@ def message_frame(
 
 def error_frame(code: ErrorCode, message: str) -> OutFrame:
     return _dumps({"type": "error", "code": str(code), "message": message})
+
+
+def refreshed_frame(expires_at: float | None) -> OutFrame:
+    return _dumps({"type": "refreshed", "expires_at": expires_at})
 
 
 PONG: Final = OutFrame('{"type":"pong"}')

@@ -14,6 +14,7 @@ from .app import make_app
 from .config import Config
 from .errors import CloseCode
 from .hub import Hub
+from .state import AppState
 
 log = logging.getLogger("tornado_ws")
 
@@ -29,7 +30,8 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.app = make_app(config)
-        self.hub: Hub = self.app.settings["hub"]
+        self.state: AppState = self.app.settings["state"]
+        self.hub: Hub = self.state.hub
         self.http = HTTPServer(self.app, idle_connection_timeout=HEADER_TIMEOUT)
         self._sweeper = PeriodicCallback(self.hub.expire, EXPIRE_EVERY_MS)
         self.port = config.port
@@ -44,6 +46,7 @@ class Server:
 
     async def shutdown(self) -> None:
         """Stop accepting, close every WebSocket with 1001, wait up to the timeout."""
+        self.state.draining = True
         self.http.stop()
         self._sweeper.stop()
         count = self.hub.connection_count

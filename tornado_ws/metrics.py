@@ -1,0 +1,82 @@
+"""Prometheus metrics, one registry per app (so tests can build many apps).
+
+Hot-path counts (bytes out, frames in, rate-limited frames) are plain ints
+bumped by the handlers and read at scrape time: a Prometheus counter takes a
+lock on every ``inc``, which would cost more than the write it counts.
+Label values come from fixed sets (reasons, close codes), never from input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .hub import Hub
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.messages_in = 0
+        self.api_messages_in = 0
+        self.bytes_out = 0
+        self.rate_limited = 0
+        self.slow_consumers = 0
+        self.refused = Counter(
+            "tornado_ws_handshakes_refused",
+            "WebSocket connections refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "tornado_ws_disconnects",
+            "WebSocket connections closed, by close code (1006: no close frame)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.fanout_seconds = Histogram(
+            "tornado_ws_broadcast_seconds",
+            "Time to sequence one message and hand it to every member's socket",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(self))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveCollector(Collector):
+    """Gauges and plain-int counters, read when Prometheus scrapes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m, hub = self.m, self.m.hub
+        yield GaugeMetricFamily("tornado_ws_connections_open", "Open WebSocket connections", hub.connection_count)
+        yield GaugeMetricFamily("tornado_ws_sessions_open", "Sessions with at least one member", len(hub.sessions))
+        messages_in = CounterMetricFamily(
+            "tornado_ws_messages_in", "Messages accepted for broadcast, by source", labels=["source"]
+        )
+        messages_in.add_metric(["websocket"], m.messages_in)
+        messages_in.add_metric(["api"], m.api_messages_in)
+        yield messages_in
+        yield CounterMetricFamily(
+            "tornado_ws_messages_out", "Message frames delivered to members (one per recipient)", hub.deliveries
+        )
+        yield CounterMetricFamily("tornado_ws_bytes_out", "Bytes written to WebSocket peers", m.bytes_out)
+        yield CounterMetricFamily(
+            "tornado_ws_rate_limited_frames", "Client frames dropped by the rate limit", m.rate_limited
+        )
+        yield CounterMetricFamily(
+            "tornado_ws_slow_consumers",
+            "Connections cut because their unsent backlog passed the limit",
+            m.slow_consumers,
+        )
