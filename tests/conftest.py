@@ -114,8 +114,8 @@ def port(http_server: Any, http_server_port: tuple[socket.socket, int]) -> int:
 
 
 @pytest.fixture
-def hub(app: tornado.web.Application) -> Any:
-    return app.settings["hub"]
+def registry(app: tornado.web.Application) -> Any:
+    return app.settings["registry"]
 
 
 class Client:

@@ -15,7 +15,7 @@ from tests.conftest import Clients, make_token, test_config, wait_for
 from tests.faultproxy import FaultProxy
 from tornado_ws.client import Backoff, Client, SessionClosed, connect
 from tornado_ws.config import Config
-from tornado_ws.hub import Hub
+from tornado_ws.hub import Registry
 
 FAST = Backoff(base=0.02, cap=0.2)
 
@@ -84,7 +84,7 @@ async def test_connect_send_receive(opened: Opened, port: int) -> None:
         await client.__anext__()
 
 
-async def test_async_token_provider_is_asked_on_every_connect(opened: Opened, port: int, hub: Hub) -> None:
+async def test_async_token_provider_is_asked_on_every_connect(opened: Opened, port: int, registry: Registry) -> None:
     calls = 0
 
     async def fresh_token() -> str:
@@ -205,10 +205,10 @@ async def test_refused_on_reconnect_stops_retrying(opened: Opened, port: int) ->
 
 @pytest.mark.parametrize(("code", "comes_back"), [(4003, False), (4004, False), (1001, True), (4008, True)])
 async def test_server_close_codes_decide_reconnects(
-    opened: Opened, port: int, hub: Hub, code: int, comes_back: bool
+    opened: Opened, port: int, registry: Registry, code: int, comes_back: bool
 ) -> None:
     client = await opened.connect(port, make_token("alice"), "room")
-    [member] = list(hub.members())
+    [member] = list(registry.members())
     member.peer.close(code, "test")
     if comes_back:
         welcome = await client.recv(timeout=5)

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ROOT, make_token, test_config
 from tornado_ws.config import Config
 from tornado_ws.handlers import SessionHandler
-from tornado_ws.hub import Hub
+from tornado_ws.hub import Registry
 
 try:
     from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
@@ -153,7 +153,7 @@ async def stage(chromium: str, port: int, failure_prefix: str) -> AsyncIterator[
 # -- the scenario of issue #4 -------------------------------------------------------------
 
 
-async def test_two_orgs_chat_presence_escaping_and_reconnect(chromium: str, port: int, hub: Hub) -> None:
+async def test_two_orgs_chat_presence_escaping_and_reconnect(chromium: str, port: int, registry: Registry) -> None:
     async with stage(chromium, port, "scenario") as scene:
         alice = await scene.person("alice")
         bob = await scene.person("bob")
@@ -201,7 +201,7 @@ async def test_two_orgs_chat_presence_escaping_and_reconnect(chromium: str, port
             await route.continue_()
 
         await alice.context.route(re.compile(r"/demo/token\?"), hold)
-        member = next(m for m in hub.members() if m.user_id == "alice")
+        member = next(m for m in registry.members() if m.user_id == "alice")
         assert isinstance(member.peer, SessionHandler)
         member.peer.abort()
         await expect(alice.entry("Disconnected: 1006 connection lost")).to_be_visible()

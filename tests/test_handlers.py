@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import SECRET, Clients, make_token, test_config, wait_for
 from tornado_ws.config import Config
-from tornado_ws.hub import Hub, SessionKey
+from tornado_ws.hub import Registry, SessionKey
 
 # -- the old system's six tests ------------------------------------------------------------
 
@@ -79,7 +79,7 @@ async def test_sessions_are_isolated(clients: Clients) -> None:
     await b1.assert_silent()
 
 
-async def test_disconnect_notifies_updates_count_and_cleans_up(clients: Clients, hub: Hub) -> None:
+async def test_disconnect_notifies_updates_count_and_cleans_up(clients: Clients, registry: Registry) -> None:
     alice, _ = await clients.join("room", "alice")
     bob, _ = await clients.join("room", "bob")
     await alice.recv_type("user_joined")
@@ -87,8 +87,8 @@ async def test_disconnect_notifies_updates_count_and_cleans_up(clients: Clients,
     left = await alice.recv()
     assert left == {"type": "user_left", "session_id": "room", "user_id": "bob", "participant_count": 1}
     await alice.close()
-    await wait_for(lambda: not hub.sessions)
-    assert hub.connection_count == 0
+    await wait_for(lambda: not registry.sessions)
+    assert registry.connection_count == 0
 
 
 # -- authentication -------------------------------------------------------------------------
@@ -310,7 +310,7 @@ class TestMessageSize:
         await alice.publish(text)
         assert (await alice.recv())["data"] == text
 
-    async def test_oversized_frame_closes_1009(self, clients: Clients, hub: Hub) -> None:
+    async def test_oversized_frame_closes_1009(self, clients: Clients, registry: Registry) -> None:
         alice, _ = await clients.join("room", "alice")
         bob, _ = await clients.join("room", "bob")
         await alice.recv_type("user_joined")
@@ -354,7 +354,7 @@ class TestSilentPeer:
     def config(self) -> Config:
         return test_config(ping_interval=0.2, ping_timeout=0.2)
 
-    async def test_peer_that_stops_answering_pings_is_removed(self, clients: Clients, port: int, hub: Hub) -> None:
+    async def test_peer_that_stops_answering_pings_is_removed(self, clients: Clients, port: int, registry: Registry) -> None:
         alice, _ = await clients.join("room", "alice")
         _, writer = await _raw_upgrade(port, "room", make_token("ghost"))
         assert (await alice.recv())["user_id"] == "ghost"
@@ -363,6 +363,6 @@ class TestSilentPeer:
             # timeout and then waits up to 5 s for a close reply that never comes.
             left = await alice.recv_type("user_left", timeout=10)
             assert left["user_id"] == "ghost"
-            assert hub.presence(SessionKey("acme", "room"))["participant_count"] == 1
+            assert registry.presence(SessionKey("acme", "room"))["participant_count"] == 1
         finally:
             writer.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tornado_ws.hub import Hub, Member, SessionKey
+from tornado_ws.hub import Registry, Member, SessionKey
 from tornado_ws.messages import OutFrame
 
 ACME = SessionKey("acme", "room")
@@ -48,8 +48,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def hub(clock: Clock) -> Hub:
-    return Hub(history_size=5, history_ttl=60, clock=clock)
+def hub(clock: Clock) -> Registry:
+    return Registry(history_size=5, history_ttl=60, clock=clock)
 
 
 _ids = iter(range(10**9))
@@ -64,7 +64,7 @@ def peer(m: Member) -> RecordingPeer:
     return m.peer
 
 
-def test_join_sends_welcome_first_with_presence_and_seq(hub: Hub) -> None:
+def test_join_sends_welcome_first_with_presence_and_seq(hub: Registry) -> None:
     alice = member("alice", name="Alice")
     hub.join(alice)
     [welcome] = peer(alice).frames
@@ -76,7 +76,7 @@ def test_join_sends_welcome_first_with_presence_and_seq(hub: Hub) -> None:
     assert welcome["org_id"] == "acme"
 
 
-def test_join_announces_first_connection_only(hub: Hub) -> None:
+def test_join_announces_first_connection_only(hub: Registry) -> None:
     bob, tab1, tab2 = member("bob"), member("alice"), member("alice")
     hub.join(bob)
     hub.join(tab1)
@@ -86,7 +86,7 @@ def test_join_announces_first_connection_only(hub: Hub) -> None:
     assert peer(tab2).frames[0]["participant_count"] == 2
 
 
-def test_leave_announces_last_connection_only_and_retires_empty_session(hub: Hub) -> None:
+def test_leave_announces_last_connection_only_and_retires_empty_session(hub: Registry) -> None:
     bob, tab1, tab2 = member("bob"), member("alice"), member("alice")
     for m in (bob, tab1, tab2):
         hub.join(m)
@@ -100,7 +100,7 @@ def test_leave_announces_last_connection_only_and_retires_empty_session(hub: Hub
     assert hub.connection_count == 0
 
 
-def test_leave_twice_is_harmless(hub: Hub) -> None:
+def test_leave_twice_is_harmless(hub: Registry) -> None:
     alice, bob = member("alice"), member("bob")
     hub.join(alice)
     hub.join(bob)
@@ -110,7 +110,7 @@ def test_leave_twice_is_harmless(hub: Hub) -> None:
     assert hub.presence(ACME)["participant_count"] == 1
 
 
-def test_publish_sequences_gaplessly_and_reaches_everyone_including_sender(hub: Hub) -> None:
+def test_publish_sequences_gaplessly_and_reaches_everyone_including_sender(hub: Registry) -> None:
     alice, bob = member("alice"), member("bob")
     hub.join(alice)
     hub.join(bob)
@@ -121,7 +121,7 @@ def test_publish_sequences_gaplessly_and_reaches_everyone_including_sender(hub: 
         assert [(f["seq"], f["data"], f["user_id"]) for f in msgs] == [(n + 1, n, "alice") for n in range(3)]
 
 
-def test_broadcast_frame_is_encoded_once_for_all_members(hub: Hub) -> None:
+def test_broadcast_frame_is_encoded_once_for_all_members(hub: Registry) -> None:
     sent: list[OutFrame] = []
 
     class SpyPeer(RecordingPeer):
@@ -137,7 +137,7 @@ def test_broadcast_frame_is_encoded_once_for_all_members(hub: Hub) -> None:
     assert sent[0] is sent[1] is sent[2]
 
 
-def test_orgs_and_sessions_never_share_anything(hub: Hub) -> None:
+def test_orgs_and_sessions_never_share_anything(hub: Registry) -> None:
     acme = member("alice", SessionKey("acme", "standup"))
     globex = member("eve", SessionKey("globex", "standup"))
     other_room = member("carol", SessionKey("acme", "retro"))
@@ -150,7 +150,7 @@ def test_orgs_and_sessions_never_share_anything(hub: Hub) -> None:
     assert hub.publish(SessionKey("globex", "standup"), user_id="eve", name=None, data_json="1") == 1
 
 
-def test_session_id_with_colons_cannot_collide_across_orgs(hub: Hub) -> None:
+def test_session_id_with_colons_cannot_collide_across_orgs(hub: Registry) -> None:
     a = member("a", SessionKey("a", "b:c"))
     b = member("b", SessionKey("a:b", "c"))
     hub.join(a)
@@ -159,7 +159,7 @@ def test_session_id_with_colons_cannot_collide_across_orgs(hub: Hub) -> None:
     assert peer(a).types() == ["welcome"]
 
 
-def test_presence_query(hub: Hub) -> None:
+def test_presence_query(hub: Registry) -> None:
     assert hub.presence(ACME) == {"participants": [], "participant_count": 0}
     hub.join(member("alice", name="A"))
     hub.join(member("alice", name="A"))
@@ -170,7 +170,7 @@ def test_presence_query(hub: Hub) -> None:
     }
 
 
-def test_close_all_asks_every_peer_to_close(hub: Hub) -> None:
+def test_close_all_asks_every_peer_to_close(hub: Registry) -> None:
     members = [member("a"), member("b", SessionKey("globex", "x"))]
     for m in members:
         hub.join(m)
@@ -181,7 +181,7 @@ def test_close_all_asks_every_peer_to_close(hub: Hub) -> None:
 # -- history and resume through the hub ------------------------------------------------------
 
 
-def test_lone_user_resumes_after_dropping(hub: Hub) -> None:
+def test_lone_user_resumes_after_dropping(hub: Registry) -> None:
     alice = member("alice")
     hub.join(alice)
     epoch = peer(alice).frames[0]["epoch"]
@@ -197,7 +197,7 @@ def test_lone_user_resumes_after_dropping(hub: Hub) -> None:
     assert [f["data"] for f in frames[1:]] == ["mine", "while away"]
 
 
-def test_resume_with_wrong_epoch_or_evicted_history_is_not_recovered(hub: Hub) -> None:
+def test_resume_with_wrong_epoch_or_evicted_history_is_not_recovered(hub: Registry) -> None:
     alice = member("alice")
     hub.join(alice)
     for n in range(8):  # history keeps 5
@@ -213,7 +213,7 @@ def test_resume_with_wrong_epoch_or_evicted_history_is_not_recovered(hub: Hub) -
     assert [f["seq"] for f in peer(ok).frames[1:]] == [4, 5, 6, 7, 8]
 
 
-def test_expired_stream_restarts_with_new_epoch(hub: Hub, clock: Clock) -> None:
+def test_expired_stream_restarts_with_new_epoch(hub: Registry, clock: Clock) -> None:
     alice = member("alice")
     hub.join(alice)
     epoch = peer(alice).frames[0]["epoch"]
@@ -230,7 +230,7 @@ def test_expired_stream_restarts_with_new_epoch(hub: Hub, clock: Clock) -> None:
     assert welcome["seq"] == 0 and welcome["epoch"] != epoch
 
 
-def test_idle_live_session_forgets_history_but_keeps_order(hub: Hub, clock: Clock) -> None:
+def test_idle_live_session_forgets_history_but_keeps_order(hub: Registry, clock: Clock) -> None:
     alice = member("alice")
     hub.join(alice)
     epoch = peer(alice).frames[0]["epoch"]
@@ -242,7 +242,7 @@ def test_idle_live_session_forgets_history_but_keeps_order(hub: Hub, clock: Cloc
     assert hub.publish(ACME, user_id="alice", name=None, data_json="2") == 2
 
 
-def test_publish_to_empty_session_is_kept_for_later_joiners(hub: Hub) -> None:
+def test_publish_to_empty_session_is_kept_for_later_joiners(hub: Registry) -> None:
     assert hub.publish(ACME, user_id="svc", name=None, data_json='"early"') == 1
     assert hub.sessions == {}
     alice = member("alice")
@@ -251,14 +251,14 @@ def test_publish_to_empty_session_is_kept_for_later_joiners(hub: Hub) -> None:
 
 
 def test_history_disabled_drops_stream_with_the_session() -> None:
-    hub = Hub(history_size=0, history_ttl=60)
+    hub = Registry(history_size=0, history_ttl=60)
     alice = member("alice")
     hub.join(alice)
     hub.leave(alice)
     assert hub.dormant_count == 0
 
 
-def test_reset_forgets_everything(hub: Hub) -> None:
+def test_reset_forgets_everything(hub: Registry) -> None:
     alice = member("alice")
     hub.join(alice)
     hub.publish(ACME, user_id="alice", name=None, data_json="1")

@@ -25,6 +25,6 @@ def test_package_exports_load_lazily() -> None:
     import tornado_ws
 
     assert tornado_ws.connect.__module__ == "tornado_ws.client"
-    assert tornado_ws.Hub.__module__ == "tornado_ws.hub"
+    assert tornado_ws.Registry.__module__ == "tornado_ws.hub"
     with pytest.raises(AttributeError):
         tornado_ws.nothing_here  # noqa: B018

@@ -13,7 +13,7 @@ from tornado.httpclient import HTTPClientError
 
 from tests.conftest import Clients, make_token, test_config, wait_for
 from tornado_ws.config import Config
-from tornado_ws.hub import Hub, SessionKey
+from tornado_ws.hub import Registry, SessionKey
 from tornado_ws.state import AppState
 
 
@@ -144,7 +144,7 @@ class TestRateLimit:
         return test_config(rate_limit=1, rate_burst=3)
 
     async def test_over_the_rate_frames_get_rate_limited_and_the_connection_stays(
-        self, clients: Clients, hub: Hub
+        self, clients: Clients, registry: Registry
     ) -> None:
         alice, _ = await clients.join("room", "alice")
         bob, _ = await clients.join("room", "bob")
@@ -176,7 +176,7 @@ class TestConnectionLimits:
         _, welcome = await clients.join("c", "alice")
         assert welcome["user_id"] == "alice"
 
-    async def test_process_limit_answers_503_before_the_upgrade(self, clients: Clients, hub: Hub) -> None:
+    async def test_process_limit_answers_503_before_the_upgrade(self, clients: Clients, registry: Registry) -> None:
         for user in ("u1", "u2", "u3", "u4"):
             await clients.join("room", user)
         with pytest.raises(websockets.InvalidStatus) as info:
@@ -196,7 +196,7 @@ class TestSlowConsumer:
         return test_config(max_outbound_buffer=256 * 1024)
 
     async def test_a_reader_that_stops_is_cut_4008_and_others_carry_on(
-        self, clients: Clients, hub: Hub, app: Any
+        self, clients: Clients, registry: Registry, app: Any
     ) -> None:
         slow, _ = await clients.join("room", "slow")
         pub, _ = await clients.join("room", "pub")
@@ -207,7 +207,7 @@ class TestSlowConsumer:
             await pub.publish({"n": n, "pad": chunk})
             if n % 20 == 0:
                 await asyncio.sleep(0)
-            if "slow" not in {p["user_id"] for p in hub.presence(SessionKey("acme", "room"))["participants"]}:
+            if "slow" not in {p["user_id"] for p in registry.presence(SessionKey("acme", "room"))["participants"]}:
                 break
         left = await bystander.recv_type("user_left", timeout=10)
         assert left["user_id"] == "slow"
@@ -319,7 +319,7 @@ async def test_metrics_count_what_happened_and_never_show_tokens(
     refused = await clients.connect("room", bad_token)
     await refused.closed_with()
     await bob.close()
-    await wait_for(lambda: app.settings["hub"].connection_count == 1)
+    await wait_for(lambda: app.settings["registry"].connection_count == 1)
     response = await http_server_client.fetch("/metrics")
     text = response.body.decode()
     assert response.headers["Content-Type"].startswith("text/plain")

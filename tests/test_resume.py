@@ -62,7 +62,7 @@ class TestHistoryTtl:
     def config(self) -> Config:
         return test_config(history_ttl=0)
 
-    async def test_lone_user_cannot_resume_once_history_expired(self, clients: Clients, hub: object) -> None:
+    async def test_lone_user_cannot_resume_once_history_expired(self, clients: Clients) -> None:
         alice, welcome = await clients.join("room")
         await alice.publish("x")
         await alice.recv_type("message")

@@ -12,7 +12,7 @@ import websockets
 
 from tests.conftest import Clients, make_token, wait_for, ws_url
 from tornado_ws.handlers import SessionHandler
-from tornado_ws.hub import Hub, SessionKey
+from tornado_ws.hub import Registry, SessionKey
 
 CYCLES = 2000
 WORKERS = 20
@@ -29,7 +29,7 @@ def live_handlers() -> int:
     return sum(1 for obj in gc.get_objects() if isinstance(obj, SessionHandler))
 
 
-async def test_connect_disconnect_churn_with_publishing_leaks_nothing(clients: Clients, port: int, hub: Hub) -> None:
+async def test_connect_disconnect_churn_with_publishing_leaks_nothing(clients: Clients, port: int, registry: Registry) -> None:
     watchers = [(await clients.join(f"churn-{i}", "watcher"))[0] for i in range(SESSIONS)]
     publisher, _ = await clients.join("churn-0", "publisher")
     await watchers[0].recv_type("user_joined")
@@ -59,9 +59,9 @@ async def test_connect_disconnect_churn_with_publishing_leaks_nothing(clients: C
     elapsed = time.monotonic() - started
     assert sent > 0 and elapsed < 60
 
-    # Every watcher's presence view, rebuilt from its events alone, ends where the hub is: just itself.
+    # Every watcher's presence view, rebuilt from its events alone, ends where the registry is: just itself.
     await publisher.close()
-    await wait_for(lambda: hub.connection_count == SESSIONS, timeout=10)
+    await wait_for(lambda: registry.connection_count == SESSIONS, timeout=10)
     for i, watcher in enumerate(watchers):
         count = 2 if i == 0 else 1
         await watcher.send({"type": "ping"})
@@ -69,11 +69,11 @@ async def test_connect_disconnect_churn_with_publishing_leaks_nothing(clients: C
             if frame["type"] in ("user_joined", "user_left"):
                 count = frame["participant_count"]
         assert count == 1
-        assert hub.presence(SessionKey("acme", f"churn-{i}"))["participant_count"] == 1
+        assert registry.presence(SessionKey("acme", f"churn-{i}"))["participant_count"] == 1
 
     for watcher in watchers:
         await watcher.close()
-    await wait_for(lambda: not hub.sessions, timeout=10)
-    assert hub.connection_count == 0
+    await wait_for(lambda: not registry.sessions, timeout=10)
+    assert registry.connection_count == 0
     assert live_handlers() <= baseline_handlers - SESSIONS - 1
     assert rss_kib() - baseline_rss < 40_000, "process memory did not return near its start"

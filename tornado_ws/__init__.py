@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from .app import make_app
     from .client import Backoff, Client, SessionClosed, connect
     from .config import Config, ConfigError
+    from .embedded import Hub
     from .errors import CloseCode, ErrorCode
-    from .hub import Hub, SessionKey
+    from .hooks import Reject
+    from .hub import Registry, SessionKey
 
 __all__ = [
     "Backoff",
@@ -27,6 +29,8 @@ __all__ = [
     "ConfigError",
     "ErrorCode",
     "Hub",
+    "Registry",
+    "Reject",
     "SessionClosed",
     "SessionKey",
     "connect",
@@ -44,7 +48,9 @@ _EXPORTS = {
     "ConfigError": ".config",
     "CloseCode": ".errors",
     "ErrorCode": ".errors",
-    "Hub": ".hub",
+    "Hub": ".embedded",
+    "Registry": ".hub",
+    "Reject": ".hooks",
     "SessionKey": ".hub",
 }
 

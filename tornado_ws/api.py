@@ -121,7 +121,7 @@ class PublishHandler(ApiHandler):
             raise ApiError(400, "bad_json", "the body is not UTF-8") from None
         except FrameError as exc:
             raise ApiError(400, str(exc.code), exc.message) from None
-        seq = self.state.hub.publish(key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json)
+        seq = self.state.registry.publish(key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json)
         self.state.metrics.api_messages_in += 1
         self.finish({"seq": seq})
 
@@ -130,7 +130,7 @@ class PresenceHandler(ApiHandler):
     """``GET /api/sessions/<id>/presence``."""
 
     def get(self, session_id: str) -> None:
-        self.finish(self.state.hub.presence(self.session_key(session_id)))
+        self.finish(self.state.registry.presence(self.session_key(session_id)))
 
 
 class KickHandler(ApiHandler):
@@ -139,7 +139,7 @@ class KickHandler(ApiHandler):
     def delete(self, session_id: str, user_id: str) -> None:
         self.require_role(frozenset({"admin"}))
         key = self.session_key(session_id)
-        closed = self.state.hub.kick(key, user_id, CloseCode.KICKED, "kicked")
+        closed = self.state.registry.kick(key, user_id, CloseCode.KICKED, "kicked")
         self.finish({"session_id": session_id, "user_id": user_id, "connections_closed": closed})
 
 

@@ -39,6 +39,8 @@ class Claims:
     name: str | None = None
     roles: tuple[str, ...] = ()
     expires_at: float | None = None
+    #: Session-id patterns this holder may join; None means any session of its org.
+    sessions: tuple[str, ...] | None = None
 
 
 def load_public_key(pem: str) -> Any:
@@ -77,11 +79,13 @@ def _required_str(payload: Mapping[str, Any], claim: str) -> str:
     return value
 
 
-def _roles(payload: Mapping[str, Any]) -> tuple[str, ...]:
-    roles = payload.get("roles", [])
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise AuthError("invalid roles claim")
-    return tuple(roles)
+def _str_list(payload: Mapping[str, Any], claim: str) -> tuple[str, ...] | None:
+    value = payload.get(claim)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AuthError(f"invalid {claim} claim")
+    return tuple(value)
 
 
 class TokenVerifier:
@@ -161,8 +165,9 @@ class TokenVerifier:
             user_id=_required_str(payload, "sub"),
             org_id=_required_str(payload, "org"),
             name=_optional_str(payload, "name"),
-            roles=_roles(payload),
+            roles=_str_list(payload, "roles") or (),
             expires_at=float(payload["exp"]),
+            sessions=_str_list(payload, "sessions"),
         )
 
 

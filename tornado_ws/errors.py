@@ -50,4 +50,5 @@ class ErrorCode(enum.StrEnum):
     BINARY_NOT_SUPPORTED = "binary_not_supported"
     RATE_LIMITED = "rate_limited"
     BAD_REFRESH = "bad_refresh"
+    FORBIDDEN = "forbidden"
     INTERNAL = "internal"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import http
+import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -20,9 +22,10 @@ from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
+from . import hooks
 from .auth import AuthError, Claims
 from .errors import CloseCode, ErrorCode
-from .hub import Hub, Member, SessionKey
+from .hub import Member, Registry, SessionKey
 from .limits import TokenBucket
 from .logs import request_summary
 from .messages import (
@@ -31,6 +34,7 @@ from .messages import (
     OutFrame,
     Ping,
     Refresh,
+    encode_data,
     error_frame,
     parse_client_frame,
     refreshed_frame,
@@ -39,6 +43,9 @@ from .messages import (
 from .state import AppState
 
 log = logging.getLogger("tornado_ws")
+
+#: Receives everything, may send nothing.
+VIEWER_ROLE = "viewer"
 
 
 class ApiError(HTTPError):
@@ -99,9 +106,10 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     """One WebSocket connection to one session."""
 
     #: The registry of the most recent ``make_app()``; tests reset it between cases.
-    registry: ClassVar[Hub | None] = None
+    registry: ClassVar[Registry | None] = None
 
     member: Member | None = None
+    claims: Claims | None = None
     _bucket: TokenBucket | None = None
     _expiry: object | None = None
     _slow = False
@@ -109,8 +117,22 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
 
     def initialize(self, state: AppState) -> None:
         self.state = state
-        self.hub = state.hub
+        self.core = state.registry
         self.config = state.config
+
+    # The hub may be mounted in someone else's Application: take WebSocket
+    # settings from our Config, not from that Application's settings.
+    @property
+    def max_message_size(self) -> int:
+        return self.config.max_message_size
+
+    @property
+    def ping_interval(self) -> float | None:
+        return self.config.ping_interval
+
+    @property
+    def ping_timeout(self) -> float | None:
+        return self.config.ping_timeout
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # Tornado answers bad UTF-8 in the path with a 400 before the upgrade;
@@ -121,7 +143,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if self.state.draining:
             self.state.metrics.refused.labels("shutting_down").inc()
             raise ApiError(503, "shutting_down", "server is shutting down; reconnect elsewhere")
-        if self.hub.connection_count >= self.config.max_connections:
+        if self.core.connection_count >= self.config.max_connections:
             self.state.metrics.refused.labels("max_connections").inc()
             raise ApiError(503, "max_connections", "server is at its connection limit; try again later")
         await super().get(*args, **kwargs)
@@ -146,7 +168,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         log.info("refused session=%r reason=%s peer=%s", session_id[:140], reason, self.request.remote_ip)
         self.close(code, reason)
 
-    def open(self, *args: str, **kwargs: str) -> None:
+    async def open(self, *args: str, **kwargs: str) -> None:
         session_id = args[0] if args else ""
         if not valid_session_id(session_id, self.config.max_session_id_length):
             self._refuse(session_id, CloseCode.POLICY_VIOLATION, "invalid session id", "invalid_session_id")
@@ -156,9 +178,27 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         except AuthError as exc:
             self._refuse(session_id, CloseCode.POLICY_VIOLATION, exc.reason, exc.reason.replace(" ", "_"))
             return
-        if self.hub.user_connections(claims.org_id, claims.user_id) >= self.config.max_connections_per_user:
+        if not hooks.session_allowed(claims, session_id):
+            self._refuse(session_id, CloseCode.FORBIDDEN, "session not allowed by token", "forbidden")
+            return
+        authorize = self.state.hooks.authorize
+        if authorize is not None:
+            try:
+                allowed = bool(await hooks.call(authorize, claims, session_id))
+            except Exception:
+                log.exception("authorize hook failed session=%s user=%s", session_id, claims.user_id)
+                self._refuse(session_id, CloseCode.INTERNAL_ERROR, "authorization failed", "authorize_error")
+                return
+            if not allowed:
+                self._refuse(session_id, CloseCode.FORBIDDEN, "forbidden", "forbidden")
+                return
+            if self.ws_connection is None or self.ws_connection.is_closing():
+                return  # the client left while the hook ran
+        if self.core.user_connections(claims.org_id, claims.user_id) >= self.config.max_connections_per_user:
             self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "too many connections for this user", "per_user_limit")
             return
+        self.state.start_housekeeping()
+        self.claims = claims
         self.set_nodelay(True)
         if self.config.rate_limit > 0:
             self._bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
@@ -177,11 +217,12 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             claims.user_id,
             self.member.connection_id,
         )
-        self.hub.join(
+        self.core.join(
             self.member,
             epoch=self.get_query_argument("epoch", None),
             since=_int_or_none(self.get_query_argument("since", None)),
         )
+        await hooks.observe(self.state.hooks.on_join, "on_join", claims, session_id)
 
     # -- token lifetime ------------------------------------------------------
 
@@ -213,32 +254,60 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
 
     # -- frames ---------------------------------------------------------------
 
-    def on_message(self, message: str | bytes) -> None:
-        member = self.member
-        if member is None or self._slow:
-            return
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        # Returns an awaitable only when a hook must run: Tornado then waits for
+        # it before reading this connection's next frame, which keeps per-sender order.
+        member, claims = self.member, self.claims
+        if member is None or claims is None or self._slow:
+            return None
         if self._bucket is not None and not self._bucket.allow():
             self.state.metrics.rate_limited += 1
             self.send(error_frame(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped"))
-            return
+            return None
         try:
             frame = parse_client_frame(message)
         except FrameError as exc:
             self.send(error_frame(exc.code, exc.message))
-            return
+            return None
+        if isinstance(frame, Ping):
+            self.send(PONG)
+        elif isinstance(frame, Refresh):
+            self._refresh(member, frame.token)
+        elif VIEWER_ROLE in claims.roles:
+            self.send(error_frame(ErrorCode.FORBIDDEN, "viewers may not send messages"))
+        elif self.state.hooks.on_message is not None:
+            return self._publish_through_hook(member, claims, frame.data_json)
+        else:
+            self._publish(member, frame.data_json)
+        return None
+
+    def _publish(self, member: Member, data_json: str) -> None:
         try:
-            if isinstance(frame, Ping):
-                self.send(PONG)
-            elif isinstance(frame, Refresh):
-                self._refresh(member, frame.token)
-            else:
-                started = time.perf_counter()
-                self.hub.publish(member.key, user_id=member.user_id, name=member.name, data_json=frame.data_json)
-                self.state.metrics.messages_in += 1
-                self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
+            started = time.perf_counter()
+            self.core.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
+            self.state.metrics.messages_in += 1
+            self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
         except Exception:
-            log.exception("failed to handle a frame session=%s conn=%s", member.key.session_id, member.connection_id)
+            log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
             self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+
+    async def _publish_through_hook(self, member: Member, claims: Claims, data_json: str) -> None:
+        hook = self.state.hooks.on_message
+        assert hook is not None
+        data = json.loads(data_json)
+        try:
+            result = await hooks.call(hook, claims, member.key.session_id, data)
+            if result is not None:
+                data_json = encode_data(result)
+        except hooks.Reject as exc:
+            self.send(error_frame(exc.code, exc.message))
+            return
+        except Exception:
+            log.exception("on_message hook failed session=%s user=%s", member.key.session_id, member.user_id)
+            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+            return
+        if self.member is member:  # still connected after the hook
+            self._publish(member, data_json)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if self._server_close_code is None:
@@ -254,7 +323,10 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if member is None:
             return
         self.state.metrics.disconnects.labels(str(code)).inc()
-        self.hub.leave(member)
+        self.core.leave(member)
+        self.member = None
+        if self.claims is not None and self.state.hooks.on_leave is not None:
+            hooks.spawn(hooks.observe(self.state.hooks.on_leave, "on_leave", self.claims, member.key.session_id))
         log.info(
             "disconnect session=%s org=%s user=%s conn=%s code=%s",
             member.key.session_id,
@@ -298,5 +370,5 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
                 member.user_id,
                 member.connection_id,
             )
-            self.hub.leave(member)
+            self.core.leave(member)
         self.close(CloseCode.SLOW_CONSUMER, "slow consumer")

@@ -96,7 +96,7 @@ class Session:
         return True
 
 
-class Hub:
+class Registry:
     """All sessions of one process, plus recently emptied streams kept for resume.
 
     A session with no members leaves :attr:`sessions` at once; its stream

@@ -205,7 +205,7 @@ def message_frame(*, session_id: str, user_id: str, name: str | None, seq: int, 
     return OutFrame(f'{prefix},"seq":{seq},"ts":{ts!r},"data":{data_json}}}')
 
 
-def error_frame(code: ErrorCode, message: str) -> OutFrame:
+def error_frame(code: str, message: str) -> OutFrame:
     return _dumps({"type": "error", "code": str(code), "message": message})
 
 

@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .hub import Hub
+from .hub import Registry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, core: Registry) -> None:
+        self.core = core
         self.registry = CollectorRegistry(auto_describe=True)
         self.messages_in = 0
         self.api_messages_in = 0
@@ -59,9 +59,9 @@ class _LiveCollector(Collector):
         self.m = metrics
 
     def collect(self) -> Iterator[Metric]:
-        m, hub = self.m, self.m.hub
-        yield GaugeMetricFamily("tornado_ws_connections_open", "Open WebSocket connections", hub.connection_count)
-        yield GaugeMetricFamily("tornado_ws_sessions_open", "Sessions with at least one member", len(hub.sessions))
+        m, core = self.m, self.m.core
+        yield GaugeMetricFamily("tornado_ws_connections_open", "Open WebSocket connections", core.connection_count)
+        yield GaugeMetricFamily("tornado_ws_sessions_open", "Sessions with at least one member", len(core.sessions))
         messages_in = CounterMetricFamily(
             "tornado_ws_messages_in", "Messages accepted for broadcast, by source", labels=["source"]
         )
@@ -69,7 +69,7 @@ class _LiveCollector(Collector):
         messages_in.add_metric(["api"], m.api_messages_in)
         yield messages_in
         yield CounterMetricFamily(
-            "tornado_ws_messages_out", "Message frames delivered to members (one per recipient)", hub.deliveries
+            "tornado_ws_messages_out", "Message frames delivered to members (one per recipient)", core.deliveries
         )
         yield CounterMetricFamily("tornado_ws_bytes_out", "Bytes written to WebSocket peers", m.bytes_out)
         yield CounterMetricFamily(

@@ -1,4 +1,4 @@
-"""Run the app on a socket until SIGTERM/SIGINT, then shut down cleanly."""
+"""Run a hub on a socket until SIGTERM/SIGINT, then shut down cleanly."""
 
 from __future__ import annotations
 
@@ -7,19 +7,13 @@ import logging
 import signal
 
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
-from .app import make_app
 from .config import Config
-from .errors import CloseCode
-from .hub import Hub
-from .state import AppState
+from .embedded import Hub
 
 log = logging.getLogger("tornado_ws")
 
-#: How often idle history is swept (ms); the TTL is a lower bound, not exact.
-EXPIRE_EVERY_MS = 5_000
 #: Seconds a client may take to send its request headers (cuts slowloris early).
 HEADER_TIMEOUT = 30.0
 
@@ -29,32 +23,28 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.app = make_app(config)
-        self.state: AppState = self.app.settings["state"]
-        self.hub: Hub = self.state.hub
-        self.http = HTTPServer(self.app, idle_connection_timeout=HEADER_TIMEOUT)
-        self._sweeper = PeriodicCallback(self.hub.expire, EXPIRE_EVERY_MS)
+        self.hub = Hub(config)
+        self.registry = self.hub.registry
+        self.http = HTTPServer(self.hub.application(), idle_connection_timeout=HEADER_TIMEOUT)
         self.port = config.port
 
     def start(self) -> None:
         sockets = bind_sockets(self.config.port, self.config.host)
         self.port = sockets[0].getsockname()[1]
         self.http.add_sockets(sockets)
-        self._sweeper.start()
+        self.hub.start()
         url = f"http://{self.config.host}:{self.port}/"
         log.info("tornado-ws listening on %s%s", url, " (demo mode: open it in a browser)" if self.config.demo else "")
 
     async def shutdown(self) -> None:
         """Stop accepting, close every WebSocket with 1001, wait up to the timeout."""
-        self.state.draining = True
         self.http.stop()
-        self._sweeper.stop()
-        count = self.hub.connection_count
-        log.info("shutting down: closing %d connection(s)", count)
-        self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        self.hub.stop()
+        log.info("shutting down: closing %d connection(s)", self.registry.connection_count)
+        self.hub.close_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout
-        while self.hub.connection_count and loop.time() < deadline:
+        while self.registry.connection_count and loop.time() < deadline:
             await asyncio.sleep(0.05)
         try:
             await asyncio.wait_for(self.http.close_all_connections(), max(0.0, deadline - loop.time()))

@@ -1,0 +1,147 @@
+"""``tornado_ws.Hub``: the in-process API. The CLI and ``make_app`` are built on it.
+
+hub = tornado_ws.Hub(jwt_secret="...", history_size=100, authorize=may_join)
+app = tornado.web.Application([*hub.routes(prefix="/rt"), (r"/", MyPage)])
+seq = await hub.publish("acme", "room1", {"kind": "invoice-paid"}, user_id="billing")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from typing import Any
+
+import tornado.web
+from tornado.ioloop import PeriodicCallback
+from tornado.routing import URLSpec
+
+from .api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
+from .auth import TokenVerifier
+from .config import Config
+from .errors import CloseCode
+from .handlers import SessionHandler
+from .hooks import Authorize, Hooks, Observer, OnMessage
+from .hub import Registry, SessionKey
+from .logs import log_request
+from .messages import encode_data, valid_session_id
+from .metrics import Metrics
+from .state import AppState
+
+#: How often idle history is swept (ms); the TTL is a lower bound, not exact.
+EXPIRE_EVERY_MS = 5_000
+
+
+class Hub:
+    """One tornado-ws hub inside a Tornado process.
+
+    Keyword arguments are the CLI options in snake_case (``jwt_secret``,
+    ``history_size``, ``rate_limit``, ...) or a ready :class:`Config`; the
+    hooks are ``authorize``, ``on_message``, ``on_join`` and ``on_leave``.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        authorize: Authorize | None = None,
+        on_message: OnMessage | None = None,
+        on_join: Observer | None = None,
+        on_leave: Observer | None = None,
+        **settings: Any,
+    ) -> None:
+        if config is None:
+            config = Config(**settings)
+        elif settings:
+            config = dataclasses.replace(config, **settings)
+        self.config = config
+        self._demo_secret = secrets.token_urlsafe(32) if config.demo and not config.jwt_secret else None
+        self.registry = Registry(history_size=config.history_size, history_ttl=config.history_ttl)
+        self.state = AppState(
+            config=config,
+            verifier=TokenVerifier.from_config(config, self._demo_secret),
+            registry=self.registry,
+            metrics=Metrics(self.registry),
+            hooks=Hooks(authorize=authorize, on_message=on_message, on_join=on_join, on_leave=on_leave),
+            start_housekeeping=self.start,
+        )
+        self._sweeper: PeriodicCallback | None = None
+        SessionHandler.registry = self.registry
+
+    # -- mounting ------------------------------------------------------------------
+
+    def routes(self, prefix: str = "") -> list[URLSpec]:
+        """The hub's routes under ``prefix``: ``/ws/<id>``, ``/api/...``, health, metrics, demo token."""
+        prefix = prefix.rstrip("/")
+        kwargs = {"state": self.state}
+        rules: list[Any] = [
+            (r"/ws/(.*)", SessionHandler, kwargs),
+            (r"/healthz", HealthHandler),
+            *api_routes(self.state),
+        ]
+        if self.config.demo:
+            secret = self.config.jwt_secret or self._demo_secret
+            rules.append((r"/demo/token", DemoTokenHandler, {"secret": secret}))
+        return [URLSpec(prefix + pattern, handler, *rest) for pattern, handler, *rest in rules]
+
+    def application(self, **settings: Any) -> tornado.web.Application:
+        """A whole Application: the hub's routes plus the demo page at ``/`` (what the CLI serves)."""
+        static = self.config.static_dir
+        routes: list[Any] = [
+            *self.routes(),
+            (r"/()", PageHandler, {"path": static, "default_filename": "index.html"}),
+            (r"/static/(.*)", PageHandler, {"path": static}),
+        ]
+        return tornado.web.Application(
+            routes,
+            hub=self,
+            state=self.state,
+            registry=self.registry,
+            config=self.config,
+            log_function=log_request,
+            default_handler_class=NotFoundHandler,
+            compress_response=False,
+            **settings,
+        )
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start sweeping idle history (the server calls this; connections start it lazily too)."""
+        if self._sweeper is None:
+            self._sweeper = PeriodicCallback(self._expire, EXPIRE_EVERY_MS)
+            self._sweeper.start()
+
+    def _expire(self) -> None:
+        self.registry.expire()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Mark the hub draining and ask every connection to close (``1001`` by default)."""
+        self.state.draining = True
+        self.registry.close_all(code, reason)
+
+    # -- server-side calls -------------------------------------------------------------
+
+    def _key(self, org_id: str, session_id: str) -> SessionKey:
+        if not valid_session_id(session_id, self.config.max_session_id_length):
+            raise ValueError(f"invalid session id {session_id[:40]!r}")
+        return SessionKey(org_id, session_id)
+
+    async def publish(self, org_id: str, session_id: str, data: Any, *, user_id: str, name: str | None = None) -> int:
+        """Publish ``data`` to a session exactly like a client message; returns its seq."""
+        key = self._key(org_id, session_id)
+        seq = self.registry.publish(key, user_id=user_id, name=name, data_json=encode_data(data))
+        self.state.metrics.api_messages_in += 1
+        return seq
+
+    def presence(self, org_id: str, session_id: str) -> dict[str, Any]:
+        """``{"participants": [...], "participant_count": N}`` of one session."""
+        return self.registry.presence(self._key(org_id, session_id))
+
+    async def kick(self, org_id: str, session_id: str, user_id: str) -> int:
+        """Close every connection of ``user_id`` in the session with 4003; returns how many."""
+        return self.registry.kick(self._key(org_id, session_id), user_id, CloseCode.KICKED, "kicked")

@@ -1,0 +1,77 @@
+"""Application hooks: how an embedding app decides who may join and what may be sent.
+
+Every hook may be a plain or an ``async`` function. ``authorize`` and
+``on_message`` decide; ``on_join`` and ``on_leave`` only observe, and an
+exception in them is logged and never reaches the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fnmatch
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from .auth import Claims
+
+log = logging.getLogger("tornado_ws")
+
+Authorize = Callable[[Claims, str], "bool | Awaitable[bool]"]
+OnMessage = Callable[[Claims, str, Any], Any]
+Observer = Callable[[Claims, str], Any]
+
+
+class Reject(Exception):
+    """Raise from ``on_message`` to refuse a message: the sender gets ``error`` with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+    authorize: Authorize | None = None
+    #: Returns the data to publish; ``None`` means "unchanged".
+    on_message: OnMessage | None = None
+    on_join: Observer | None = None
+    on_leave: Observer | None = None
+
+
+async def call(hook: Callable[..., Any], *args: Any) -> Any:
+    """Call a plain or async hook and return its result."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def observe(hook: Observer | None, name: str, claims: Claims, session_id: str) -> None:
+    """Run a bookkeeping hook; its failures are logged, never raised."""
+    if hook is None:
+        return
+    try:
+        await call(hook, claims, session_id)
+    except Exception:
+        log.exception("%s hook failed session=%s user=%s", name, session_id, claims.user_id)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a hook coroutine in the background, holding a reference until it ends."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def session_allowed(claims: Claims, session_id: str) -> bool:
+    """The ``sessions`` claim: shell-style patterns the holder may join (absent: any)."""
+    if claims.sessions is None:
+        return True
+    return any(fnmatch.fnmatchcase(session_id, pattern) for pattern in claims.sessions)
