@@ -3,6 +3,6 @@
 # Run it after `pip install -e '.[test]'`. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
-python -m ruff check tornado_ws tests bench
+python -m ruff check tornado_ws tests bench examples
 python -m mypy tornado_ws
 python -m pytest --cov=tornado_ws --cov-report=term-missing --cov-fail-under=90 "$@"

@@ -25,6 +25,10 @@ from tornado_ws.app import make_app
 from tornado_ws.config import Config
 from tornado_ws.handlers import SessionHandler
 
+# Our own test plugin, loaded the way applications opt in (`-p tornado_ws.testing`), but from
+# here so that coverage, which starts before conftest files load, measures it.
+pytest_plugins = ["tornado_ws.testing"]
+
 SECRET = "test-secret-" + "0123456789abcdef" * 4
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0

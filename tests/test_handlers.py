@@ -354,7 +354,9 @@ class TestSilentPeer:
     def config(self) -> Config:
         return test_config(ping_interval=0.2, ping_timeout=0.2)
 
-    async def test_peer_that_stops_answering_pings_is_removed(self, clients: Clients, port: int, registry: Registry) -> None:
+    async def test_peer_that_stops_answering_pings_is_removed(
+        self, clients: Clients, port: int, registry: Registry
+    ) -> None:
         alice, _ = await clients.join("room", "alice")
         _, writer = await _raw_upgrade(port, "room", make_token("ghost"))
         assert (await alice.recv())["user_id"] == "ghost"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tornado_ws.hub import Registry, Member, SessionKey
+from tornado_ws.hub import Member, Registry, SessionKey
 from tornado_ws.messages import OutFrame
 
 ACME = SessionKey("acme", "room")

@@ -332,4 +332,3 @@ async def test_metrics_count_what_happened_and_never_show_tokens(
     assert "tornado_ws_broadcast_seconds_count 1.0" in text
     assert "tornado_ws_bytes_out_total" in text and "tornado_ws_rate_limited_frames_total 0.0" in text
     assert bad_token not in text and bad_token.split(".")[1] not in text
-

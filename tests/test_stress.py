@@ -29,7 +29,9 @@ def live_handlers() -> int:
     return sum(1 for obj in gc.get_objects() if isinstance(obj, SessionHandler))
 
 
-async def test_connect_disconnect_churn_with_publishing_leaks_nothing(clients: Clients, port: int, registry: Registry) -> None:
+async def test_connect_disconnect_churn_with_publishing_leaks_nothing(
+    clients: Clients, port: int, registry: Registry
+) -> None:
     watchers = [(await clients.join(f"churn-{i}", "watcher"))[0] for i in range(SESSIONS)]
     publisher, _ = await clients.join("churn-0", "publisher")
     await watchers[0].recv_type("user_joined")

@@ -132,7 +132,10 @@ class Hub:
         return SessionKey(org_id, session_id)
 
     async def publish(self, org_id: str, session_id: str, data: Any, *, user_id: str, name: str | None = None) -> int:
-        """Publish ``data`` to a session exactly like a client message; returns its seq."""
+        """Publish ``data`` to a session exactly like a client message; returns its seq.
+
+        Raises ``ValueError`` for a bad session id or data JSON cannot carry (NaN, lone surrogates).
+        """
         key = self._key(org_id, session_id)
         seq = self.registry.publish(key, user_id=user_id, name=name, data_json=encode_data(data))
         self.state.metrics.api_messages_in += 1

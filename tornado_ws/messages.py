@@ -26,8 +26,8 @@ def valid_session_id(session_id: str, max_length: int = MAX_SESSION_ID_LENGTH) -
     return len(session_id) <= max_length and _SESSION_ID.fullmatch(session_id) is not None
 
 
-class FrameError(Exception):
-    """A client frame was refused; ``code`` and ``message`` go into an error frame."""
+class FrameError(ValueError):
+    """A client frame (or payload) was refused; ``code`` and ``message`` go into an error frame."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
