@@ -26,7 +26,7 @@ setup(
     extras_require={
         "test": TEST,
         "redis": ["redis>=5"],
-        "bench": [],
+        "bench": ["py-spy>=0.3.14", "uvloop>=0.19"],  # profiling, and the uvloop variant
     },
     entry_points={"console_scripts": ["tornado-ws=tornado_ws.cli:main"]},
     classifiers=[

@@ -266,3 +266,18 @@ def test_reset_forgets_everything(hub: Registry) -> None:
     hub.join(member("bob"))
     hub.reset()
     assert hub.sessions == {} and hub.dormant_count == 0
+
+
+def test_sessions_per_org_are_capped_counting_kept_history(clock: Clock) -> None:
+    registry = Registry(history_size=5, history_ttl=60, max_sessions_per_org=2, clock=clock)
+    a, b = member("alice", SessionKey("acme", "a")), member("alice", SessionKey("acme", "b"))
+    registry.join(a)
+    registry.publish(SessionKey("acme", "b"), user_id="svc", name=None, data_json="1")  # a stream, no members
+    assert not registry.has_room(SessionKey("acme", "c"))
+    assert registry.has_room(SessionKey("acme", "b")) and registry.has_room(SessionKey("globex", "c"))
+    registry.join(b)
+    registry.leave(a)  # kept as history: still counts
+    assert not registry.has_room(SessionKey("acme", "c"))
+    clock.now += 61
+    registry.expire()
+    assert registry.has_room(SessionKey("acme", "c"))

@@ -332,3 +332,21 @@ async def test_metrics_count_what_happened_and_never_show_tokens(
     assert "tornado_ws_broadcast_seconds_count 1.0" in text
     assert "tornado_ws_bytes_out_total" in text and "tornado_ws_rate_limited_frames_total 0.0" in text
     assert bad_token not in text and bad_token.split(".")[1] not in text
+
+
+class TestSessionsPerOrg:
+    @pytest.fixture
+    def config(self) -> Config:
+        return test_config(max_sessions_per_org=2)
+
+    async def test_new_sessions_beyond_the_cap_are_refused(self, clients: Clients, http_server_client: Any) -> None:
+        await clients.join("one", "alice")
+        await clients.join("two", "alice")
+        third = await clients.connect("three", make_token("alice"))
+        assert await third.closed_with() == (1013, "too many sessions in this organization")
+        code, body = await call(http_server_client, "POST", "/api/sessions/four/messages", service(), {"data": 1})
+        assert (code, body["error"]["code"]) == (429, "too_many_sessions")
+        _, welcome = await clients.join("three", "eve", "globex")  # other orgs are unaffected
+        assert welcome["participant_count"] == 1
+        _, again = await clients.join("one", "bob")  # existing sessions still take members
+        assert again["participant_count"] == 2

@@ -121,6 +121,8 @@ class PublishHandler(ApiHandler):
             raise ApiError(400, "bad_json", "the body is not UTF-8") from None
         except FrameError as exc:
             raise ApiError(400, str(exc.code), exc.message) from None
+        if not self.state.registry.has_room(key):
+            raise ApiError(429, "too_many_sessions", "this organization is at its session limit")
         seq = self.state.registry.publish(key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json)
         self.state.metrics.api_messages_in += 1
         self.finish({"seq": seq})

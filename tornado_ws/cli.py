@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-outbound-buffer", type=int, default=1 << 20, help="unsent bytes before a 4008 cut")
     p.add_argument("--max-connections", type=int, default=20_000, help="per process; beyond it HTTP 503")
     p.add_argument("--max-session-id-length", type=int, default=128, help="longest accepted session id")
+    p.add_argument("--max-sessions-per-org", type=int, default=1000, help="sessions per org; beyond it 1013 / 429")
     p.add_argument(
         "--allowed-origins",
         help="comma list of browser origins allowed to connect, or * (default: same host as the request)",
@@ -110,6 +111,7 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         max_outbound_buffer=args.max_outbound_buffer,
         max_connections=args.max_connections,
         max_session_id_length=args.max_session_id_length,
+        max_sessions_per_org=args.max_sessions_per_org,
         allowed_origins=_origins(args.allowed_origins),
         log_format=args.log_format,
     ), args.log_level

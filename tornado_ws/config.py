@@ -64,6 +64,8 @@ class Config:
     #: Open WebSocket connections per process; beyond it the handshake gets HTTP 503.
     max_connections: int = 20_000
     max_session_id_length: int = 128
+    #: Sessions (with members or with kept history) per organization: caps memory per tenant.
+    max_sessions_per_org: int = 1000
     #: Browser origins allowed to open WebSockets; None means "same host as the request".
     allowed_origins: tuple[str, ...] | None = None
     log_format: str = "text"
@@ -103,6 +105,8 @@ class Config:
             raise ConfigError("--shutdown-timeout must be >= 0")
         if self.rate_limit < 0 or self.rate_burst < 1:
             raise ConfigError("--rate-limit must be >= 0 and --rate-burst >= 1")
+        if self.max_sessions_per_org < 1:
+            raise ConfigError("--max-sessions-per-org must be >= 1")
         if self.max_connections_per_user < 1 or self.max_connections < 1:
             raise ConfigError("--max-connections and --max-connections-per-user must be >= 1")
         if self.max_outbound_buffer < 1024:

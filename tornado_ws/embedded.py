@@ -55,7 +55,11 @@ class Hub:
             config = dataclasses.replace(config, **settings)
         self.config = config
         self._demo_secret = secrets.token_urlsafe(32) if config.demo and not config.jwt_secret else None
-        self.registry = Registry(history_size=config.history_size, history_ttl=config.history_ttl)
+        self.registry = Registry(
+            history_size=config.history_size,
+            history_ttl=config.history_ttl,
+            max_sessions_per_org=config.max_sessions_per_org,
+        )
         self.state = AppState(
             config=config,
             verifier=TokenVerifier.from_config(config, self._demo_secret),
@@ -137,6 +141,8 @@ class Hub:
         Raises ``ValueError`` for a bad session id or data JSON cannot carry (NaN, lone surrogates).
         """
         key = self._key(org_id, session_id)
+        if not self.registry.has_room(key):
+            raise ValueError(f"organization {org_id!r} is at its session limit")
         seq = self.registry.publish(key, user_id=user_id, name=name, data_json=encode_data(data))
         self.state.metrics.api_messages_in += 1
         return seq

@@ -197,6 +197,11 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if self.core.user_connections(claims.org_id, claims.user_id) >= self.config.max_connections_per_user:
             self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "too many connections for this user", "per_user_limit")
             return
+        if not self.core.has_room(SessionKey(claims.org_id, session_id)):
+            self._refuse(
+                session_id, CloseCode.TRY_AGAIN_LATER, "too many sessions in this organization", "org_session_limit"
+            )
+            return
         self.state.start_housekeeping()
         self.claims = claims
         self.set_nodelay(True)

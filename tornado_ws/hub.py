@@ -109,16 +109,20 @@ class Registry:
         *,
         history_size: int = 100,
         history_ttl: float = 300.0,
+        max_sessions_per_org: int = 1000,
         clock: Callable[[], float] = time.time,
         epoch_factory: Callable[[], str] = new_epoch,
     ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self.max_sessions_per_org = max_sessions_per_org
         self._clock = clock
         self._epoch_factory = epoch_factory
         self.sessions: dict[SessionKey, Session] = {}
         self._dormant: dict[SessionKey, Stream] = {}
         self._per_user: dict[tuple[str, str], int] = {}
+        #: Streams (live or dormant) per org: what --max-sessions-per-org caps.
+        self._org_streams: dict[str, int] = {}
         self._connections = 0
         #: Message frames handed to members since start (one per recipient).
         self.deliveries = 0
@@ -148,12 +152,29 @@ class Registry:
 
     # -- membership --------------------------------------------------------
 
+    def has_room(self, key: SessionKey) -> bool:
+        """False when ``key`` would be a new session and its org is at ``max_sessions_per_org``."""
+        if key in self.sessions or key in self._dormant:
+            return True
+        return self._org_streams.get(key.org_id, 0) < self.max_sessions_per_org
+
+    def _new_stream(self, key: SessionKey) -> Stream:
+        self._org_streams[key.org_id] = self._org_streams.get(key.org_id, 0) + 1
+        return Stream(self.history_size, self._clock(), self._epoch_factory)
+
+    def _drop_stream(self, key: SessionKey) -> None:
+        remaining = self._org_streams.get(key.org_id, 0) - 1
+        if remaining > 0:
+            self._org_streams[key.org_id] = remaining
+        else:
+            self._org_streams.pop(key.org_id, None)
+
     def _session_for(self, key: SessionKey) -> Session:
         session = self.sessions.get(key)
         if session is None:
             stream = self._dormant.pop(key, None)
             if stream is None:
-                stream = Stream(self.history_size, self._clock(), self._epoch_factory)
+                stream = self._new_stream(key)
             session = self.sessions[key] = Session(key, stream)
         return session
 
@@ -219,6 +240,8 @@ class Registry:
         del self.sessions[session.key]
         if self.history_ttl > 0 and self.history_size > 0:
             self._dormant[session.key] = session.stream
+        else:
+            self._drop_stream(session.key)
 
     def _presence_frame(self, kind: str, session: Session, member: Member) -> OutFrame:
         return messages.presence_frame(
@@ -238,7 +261,7 @@ class Registry:
         if stream is None:
             # A publish to a session nobody is in still starts its stream, so a
             # member who joins later can resume from it.
-            stream = self._dormant[key] = Stream(self.history_size, self._clock(), self._epoch_factory)
+            stream = self._dormant[key] = self._new_stream(key)
         now = self._clock()
         seq = stream.next_seq()
         frame = messages.message_frame(
@@ -258,6 +281,7 @@ class Registry:
         stale = [key for key, stream in self._dormant.items() if stream.last_activity < deadline]
         for key in stale:
             del self._dormant[key]
+            self._drop_stream(key)
         for session in self.sessions.values():
             if session.stream.last_activity < deadline:
                 session.stream.forget_history()
@@ -273,4 +297,5 @@ class Registry:
         self.sessions.clear()
         self._dormant.clear()
         self._per_user.clear()
+        self._org_streams.clear()
         self._connections = 0
