@@ -12,6 +12,7 @@ from typing import Any
 from tornado.web import StaticFileHandler
 
 from .auth import AuthError, Claims, issue_token
+from .broker import BrokerUnavailable
 from .errors import CloseCode
 from .handlers import ApiError, RedactedLoggingMixin
 from .hub import SessionKey
@@ -57,10 +58,15 @@ class ReadyHandler(JsonHandler):
     def initialize(self, state: AppState) -> None:
         self.state = state
 
-    def get(self) -> None:
+    async def get(self) -> None:
         if self.state.draining:
             self.set_status(503)
             self.finish({"status": "draining"})
+            return
+        await self.state.ensure_started()
+        if not await self.state.broker.healthy():
+            self.set_status(503)
+            self.finish({"status": "broker_unavailable"})
             return
         self.finish({"status": "ready"})
 
@@ -107,7 +113,7 @@ class ApiHandler(JsonHandler):
 class PublishHandler(ApiHandler):
     """``POST /api/sessions/<id>/messages`` with ``{"data": ...}`` → ``{"seq": N}``."""
 
-    def post(self, session_id: str) -> None:
+    async def post(self, session_id: str) -> None:
         self.require_role(PUBLISH_ROLES)
         key = self.session_key(session_id)
         if len(self.request.body) > self.state.config.max_message_size:
@@ -121,9 +127,15 @@ class PublishHandler(ApiHandler):
             raise ApiError(400, "bad_json", "the body is not UTF-8") from None
         except FrameError as exc:
             raise ApiError(400, str(exc.code), exc.message) from None
-        if not self.state.registry.has_room(key):
+        if not self.state.broker.has_room(key):
             raise ApiError(429, "too_many_sessions", "this organization is at its session limit")
-        seq = self.state.registry.publish(key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json)
+        await self.state.ensure_started()
+        try:
+            seq = await self.state.broker.publish(
+                key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json
+            )
+        except BrokerUnavailable:
+            raise ApiError(503, "unavailable", "the message broker is unreachable; nothing was published") from None
         self.state.metrics.api_messages_in += 1
         self.finish({"seq": seq})
 
@@ -131,17 +143,26 @@ class PublishHandler(ApiHandler):
 class PresenceHandler(ApiHandler):
     """``GET /api/sessions/<id>/presence``."""
 
-    def get(self, session_id: str) -> None:
-        self.finish(self.state.registry.presence(self.session_key(session_id)))
+    async def get(self, session_id: str) -> None:
+        key = self.session_key(session_id)
+        await self.state.ensure_started()
+        try:
+            self.finish(await self.state.broker.presence(key))
+        except BrokerUnavailable:
+            raise ApiError(503, "unavailable", "the message broker is unreachable") from None
 
 
 class KickHandler(ApiHandler):
     """``DELETE /api/sessions/<id>/users/<user_id>`` (admin): close that user's sockets with 4003."""
 
-    def delete(self, session_id: str, user_id: str) -> None:
+    async def delete(self, session_id: str, user_id: str) -> None:
         self.require_role(frozenset({"admin"}))
         key = self.session_key(session_id)
-        closed = self.state.registry.kick(key, user_id, CloseCode.KICKED, "kicked")
+        await self.state.ensure_started()
+        try:
+            closed = await self.state.broker.kick(key, user_id, CloseCode.KICKED, "kicked")
+        except BrokerUnavailable:
+            raise ApiError(503, "unavailable", "the message broker is unreachable") from None
         self.finish({"session_id": session_id, "user_id": user_id, "connections_closed": closed})
 
 

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of browser origins allowed to connect, or * (default: same host as the request)",
     )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--broker", default="memory", help="memory (default) or redis://host:port/db to scale out")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs a redis broker)")
     p.add_argument("--static-dir", default=DEFAULT_STATIC_DIR, help="directory of the demo page")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--demo", action="store_true", help="random secret and GET /demo/token for trying it out")
@@ -114,6 +116,8 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         max_sessions_per_org=args.max_sessions_per_org,
         allowed_origins=_origins(args.allowed_origins),
         log_format=args.log_format,
+        broker=args.broker,
+        workers=args.workers,
     ), args.log_level
 
 

@@ -69,6 +69,10 @@ class Config:
     #: Browser origins allowed to open WebSockets; None means "same host as the request".
     allowed_origins: tuple[str, ...] | None = None
     log_format: str = "text"
+    #: ``memory`` (one process) or a Redis URL (``redis://host:port/db``) shared by all nodes.
+    broker: str = "memory"
+    #: Processes sharing the port (needs a Redis broker when more than one).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -113,5 +117,11 @@ class Config:
             raise ConfigError(f"--max-outbound-buffer must be at least 1024 bytes, got {self.max_outbound_buffer}")
         if not 1 <= self.max_session_id_length <= MAX_SESSION_ID_LIMIT:
             raise ConfigError(f"--max-session-id-length must be between 1 and {MAX_SESSION_ID_LIMIT}")
+        if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("--broker must be memory or a redis:// URL")
+        if self.workers < 1:
+            raise ConfigError("--workers must be >= 1")
+        if self.workers > 1 and self.broker == "memory":
+            raise ConfigError("--workers above 1 needs --broker redis://...: the memory broker cannot share sessions")
         if self.log_format not in ("text", "json"):
             raise ConfigError("--log-format must be text or json")

@@ -17,6 +17,7 @@ from tornado.routing import URLSpec
 
 from .api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
 from .auth import TokenVerifier
+from .broker import Broker, MemoryBroker
 from .config import Config
 from .errors import CloseCode
 from .handlers import SessionHandler
@@ -29,6 +30,22 @@ from .state import AppState
 
 #: How often idle history is swept (ms); the TTL is a lower bound, not exact.
 EXPIRE_EVERY_MS = 5_000
+
+
+def _make_broker(config: Config) -> Broker:
+    if config.broker == "memory":
+        return MemoryBroker(
+            Registry(
+                history_size=config.history_size,
+                history_ttl=config.history_ttl,
+                max_sessions_per_org=config.max_sessions_per_org,
+            )
+        )
+    from .redis_broker import RedisBroker  # redis is an optional extra
+
+    # Order, history and presence live in Redis; the local registry only fans out.
+    local = Registry(history_size=0, history_ttl=0, max_sessions_per_org=config.max_sessions_per_org)
+    return RedisBroker(config.broker, local, history_size=config.history_size, history_ttl=config.history_ttl)
 
 
 class Hub:
@@ -47,6 +64,7 @@ class Hub:
         on_message: OnMessage | None = None,
         on_join: Observer | None = None,
         on_leave: Observer | None = None,
+        broker: Broker | None = None,
         **settings: Any,
     ) -> None:
         if config is None:
@@ -55,15 +73,12 @@ class Hub:
             config = dataclasses.replace(config, **settings)
         self.config = config
         self._demo_secret = secrets.token_urlsafe(32) if config.demo and not config.jwt_secret else None
-        self.registry = Registry(
-            history_size=config.history_size,
-            history_ttl=config.history_ttl,
-            max_sessions_per_org=config.max_sessions_per_org,
-        )
+        self.broker = broker or _make_broker(config)
+        self.registry = self.broker.registry
         self.state = AppState(
             config=config,
             verifier=TokenVerifier.from_config(config, self._demo_secret),
-            registry=self.registry,
+            broker=self.broker,
             metrics=Metrics(self.registry),
             hooks=Hooks(authorize=authorize, on_message=on_message, on_join=on_join, on_leave=on_leave),
             start_housekeeping=self.start,
@@ -138,19 +153,36 @@ class Hub:
     async def publish(self, org_id: str, session_id: str, data: Any, *, user_id: str, name: str | None = None) -> int:
         """Publish ``data`` to a session exactly like a client message; returns its seq.
 
-        Raises ``ValueError`` for a bad session id or data JSON cannot carry (NaN, lone surrogates).
+        Raises ``ValueError`` for a bad session id or data JSON cannot carry (NaN, lone
+        surrogates), ``BrokerUnavailable`` when Redis cannot be reached.
         """
         key = self._key(org_id, session_id)
-        if not self.registry.has_room(key):
+        if not self.broker.has_room(key):
             raise ValueError(f"organization {org_id!r} is at its session limit")
-        seq = self.registry.publish(key, user_id=user_id, name=name, data_json=encode_data(data))
+        data_json = encode_data(data)
+        await self.state.ensure_started()
+        seq = await self.broker.publish(key, user_id=user_id, name=name, data_json=data_json)
         self.state.metrics.api_messages_in += 1
         return seq
 
     def presence(self, org_id: str, session_id: str) -> dict[str, Any]:
-        """``{"participants": [...], "participant_count": N}`` of one session."""
+        """``{"participants": [...], "participant_count": N}`` as this process sees it.
+
+        With the memory broker that is the whole truth; with Redis use :meth:`fetch_presence`.
+        """
         return self.registry.presence(self._key(org_id, session_id))
 
+    async def fetch_presence(self, org_id: str, session_id: str) -> dict[str, Any]:
+        """Presence across every node (asks the broker)."""
+        await self.state.ensure_started()
+        return await self.broker.presence(self._key(org_id, session_id))
+
     async def kick(self, org_id: str, session_id: str, user_id: str) -> int:
-        """Close every connection of ``user_id`` in the session with 4003; returns how many."""
-        return self.registry.kick(self._key(org_id, session_id), user_id, CloseCode.KICKED, "kicked")
+        """Close every connection of ``user_id`` in the session, on every node, with 4003; returns how many."""
+        await self.state.ensure_started()
+        return await self.broker.kick(self._key(org_id, session_id), user_id, CloseCode.KICKED, "kicked")
+
+    async def aclose(self) -> None:
+        """Stop the sweeper and disconnect the broker."""
+        self.stop()
+        await self.broker.close()

@@ -18,6 +18,7 @@ class CloseCode(enum.IntEnum):
     POLICY_VIOLATION = 1008  # bad token, bad session id: do not retry as-is
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # the session stream restarted (broker lost state): reconnect, reload
     TRY_AGAIN_LATER = 1013
     TOKEN_EXPIRED = 4001  # get a fresh token, then reconnect
     KICKED = 4003  # removed by an operator: do not come back
@@ -51,4 +52,5 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     BAD_REFRESH = "bad_refresh"
     FORBIDDEN = "forbidden"
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"

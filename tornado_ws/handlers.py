@@ -24,6 +24,7 @@ from tornado.websocket import WebSocketHandler
 
 from . import hooks
 from .auth import AuthError, Claims
+from .broker import BrokerUnavailable
 from .errors import CloseCode, ErrorCode
 from .hub import Member, Registry, SessionKey
 from .limits import TokenBucket
@@ -118,6 +119,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     def initialize(self, state: AppState) -> None:
         self.state = state
         self.core = state.registry
+        self.broker = state.broker
         self.config = state.config
 
     # The hub may be mounted in someone else's Application: take WebSocket
@@ -197,7 +199,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if self.core.user_connections(claims.org_id, claims.user_id) >= self.config.max_connections_per_user:
             self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "too many connections for this user", "per_user_limit")
             return
-        if not self.core.has_room(SessionKey(claims.org_id, session_id)):
+        if not self.broker.has_room(SessionKey(claims.org_id, session_id)):
             self._refuse(
                 session_id, CloseCode.TRY_AGAIN_LATER, "too many sessions in this organization", "org_session_limit"
             )
@@ -222,11 +224,18 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             claims.user_id,
             self.member.connection_id,
         )
-        self.core.join(
-            self.member,
-            epoch=self.get_query_argument("epoch", None),
-            since=_int_or_none(self.get_query_argument("since", None)),
-        )
+        try:
+            await self.state.ensure_started()
+            await self.broker.join(
+                self.member,
+                epoch=self.get_query_argument("epoch", None),
+                since=_int_or_none(self.get_query_argument("since", None)),
+            )
+        except BrokerUnavailable as exc:
+            log.warning("broker unavailable at join session=%s: %s", session_id, exc)
+            self.member = None
+            self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "unavailable; try again later", "unavailable")
+            return
         await hooks.observe(self.state.hooks.on_join, "on_join", claims, session_id)
 
     # -- token lifetime ------------------------------------------------------
@@ -283,15 +292,19 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         elif self.state.hooks.on_message is not None:
             return self._publish_through_hook(member, claims, frame.data_json)
         else:
-            self._publish(member, frame.data_json)
+            return self._publish(member, frame.data_json)
         return None
 
-    def _publish(self, member: Member, data_json: str) -> None:
+    async def _publish(self, member: Member, data_json: str) -> None:
         try:
             started = time.perf_counter()
-            self.core.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
+            await self.broker.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
             self.state.metrics.messages_in += 1
             self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
+        except BrokerUnavailable:
+            self.send(
+                error_frame(ErrorCode.UNAVAILABLE, "the message broker is unreachable; the frame was not delivered")
+            )
         except Exception:
             log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
             self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
@@ -312,7 +325,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
             return
         if self.member is member:  # still connected after the hook
-            self._publish(member, data_json)
+            await self._publish(member, data_json)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if self._server_close_code is None:
@@ -328,7 +341,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if member is None:
             return
         self.state.metrics.disconnects.labels(str(code)).inc()
-        self.core.leave(member)
+        hooks.spawn(self.broker.leave(member))
         self.member = None
         if self.claims is not None and self.state.hooks.on_leave is not None:
             hooks.spawn(hooks.observe(self.state.hooks.on_leave, "on_leave", self.claims, member.key.session_id))
@@ -375,5 +388,5 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
                 member.user_id,
                 member.connection_id,
             )
-            self.core.leave(member)
+            hooks.spawn(self.broker.leave(member))
         self.close(CloseCode.SLOW_CONSUMER, "slow consumer")

@@ -45,6 +45,9 @@ class Member:
     user_id: str
     name: str | None
     peer: Peer
+    #: While a multi-node join is in progress, live frames wait here (seq, frame) so the
+    #: switch from history to live delivery has no gap and no duplicate.
+    pending: list[tuple[int | None, OutFrame]] | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass
@@ -272,6 +275,59 @@ class Registry:
             self.deliveries += len(session.members)
             session.broadcast(frame)
         return seq
+
+    # -- driven by a multi-node broker ----------------------------------------
+    # The broker owns order, history and global presence; this node only keeps
+    # its own connections and fans frames out to them.
+
+    def attach(self, member: Member) -> bool:
+        """Add ``member`` locally with live delivery held back; True if the session is new on this node."""
+        new = member.key not in self.sessions
+        session = self._session_for(member.key)
+        member.pending = []
+        session._add(member)
+        self._count(member, +1)
+        return new
+
+    def release(self, member: Member, after_seq: int) -> None:
+        """Start live delivery: send the held frames newer than ``after_seq`` (the snapshot it got)."""
+        held, member.pending = member.pending or [], None
+        for seq, frame in held:
+            if seq is None or seq > after_seq:
+                member.peer.send(frame)
+
+    def detach(self, member: Member) -> bool:
+        """Remove ``member`` locally without announcing anything; True if the session is now empty here."""
+        session = self.sessions.get(member.key)
+        if session is None or session.members.get(member.connection_id) is not member:
+            return False
+        session._remove(member)
+        self._count(member, -1)
+        if session.members:
+            return False
+        self._retire(session)
+        return True
+
+    def deliver(self, key: SessionKey, frame: OutFrame, *, seq: int | None = None, exclude: str | None = None) -> None:
+        """Fan a frame sequenced elsewhere out to this node's members of ``key``."""
+        session = self.sessions.get(key)
+        if session is None:
+            return
+        if seq is not None:
+            self.deliveries += len(session.members)
+        for member in list(session.members.values()):
+            if member.connection_id == exclude:
+                continue
+            if member.pending is not None:
+                member.pending.append((seq, frame))
+            else:
+                member.peer.send(frame)
+
+    def local_members(self, key: SessionKey, user_id: str | None = None) -> list[Member]:
+        session = self.sessions.get(key)
+        if session is None:
+            return []
+        return [m for m in session.members.values() if user_id is None or m.user_id == user_id]
 
     # -- housekeeping ------------------------------------------------------
 

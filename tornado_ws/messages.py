@@ -196,13 +196,21 @@ def presence_frame(kind: str, *, session_id: str, user_id: str, name: str | None
     return _dumps(frame)
 
 
-def message_frame(*, session_id: str, user_id: str, name: str | None, seq: int, ts: float, data_json: str) -> OutFrame:
+def message_frame_parts(
+    *, session_id: str, user_id: str, name: str | None, ts: float, data_json: str
+) -> tuple[str, str]:
+    """The text of a ``message`` frame before and after its seq (a broker may splice the seq in)."""
     # Spliced rather than re-dumped: data_json was validated and encoded once on the way in.
     head = {"type": "message", "session_id": session_id, "user_id": user_id}
     if name is not None:
         head["name"] = name
     prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
-    return OutFrame(f'{prefix},"seq":{seq},"ts":{ts!r},"data":{data_json}}}')
+    return f'{prefix},"seq":', f',"ts":{ts!r},"data":{data_json}}}'
+
+
+def message_frame(*, session_id: str, user_id: str, name: str | None, seq: int, ts: float, data_json: str) -> OutFrame:
+    before, after = message_frame_parts(session_id=session_id, user_id=user_id, name=name, ts=ts, data_json=data_json)
+    return OutFrame(f"{before}{seq}{after}")
 
 
 def error_frame(code: str, message: str) -> OutFrame:

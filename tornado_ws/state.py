@@ -1,11 +1,13 @@
-"""What every handler of one hub shares: config, verifier, registry, metrics, hooks, lifecycle."""
+"""What every handler of one hub shares: config, verifier, broker, metrics, hooks, lifecycle."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 
 from .auth import TokenVerifier
+from .broker import Broker
 from .config import Config
 from .hooks import Hooks
 from .hub import Registry
@@ -20,7 +22,7 @@ def _nothing() -> None:
 class AppState:
     config: Config
     verifier: TokenVerifier
-    registry: Registry
+    broker: Broker
     metrics: Metrics
     hooks: Hooks = dataclasses.field(default_factory=Hooks)
     #: Called on each accepted connection; starts the history sweeper on the running loop.
@@ -31,3 +33,15 @@ class AppState:
     def __post_init__(self) -> None:
         origins = self.config.allowed_origins
         self.allowed_origins = None if origins is None else frozenset(o.lower().rstrip("/") for o in origins)
+        self._started: asyncio.Future[None] | None = None
+
+    @property
+    def registry(self) -> Registry:
+        """This node's connections (the broker's local fan-out)."""
+        return self.broker.registry
+
+    async def ensure_started(self) -> None:
+        """Connect the broker once, on the running loop (the first connection or API call does it)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self.broker.start())
+        await asyncio.shield(self._started)

@@ -1,0 +1,430 @@
+"""RedisBroker: one session across many processes, with the guarantees of one.
+
+- Order: a Lua script INCRs the session's counter, appends to its capped
+  history list and PUBLISHes, in one step. Every node receives the session's
+  channel on one pub/sub connection, so every node sees the same order.
+- Join/resume: the node subscribes (and waits for Redis to confirm), holds
+  live frames for the new member, takes an atomic snapshot (epoch, last seq,
+  missed frames), sends welcome + replay, then releases held frames newer
+  than the snapshot: no gap, no duplicate, whichever node the client left.
+- Presence: a hash per session of connection → {node, user, name}; nodes
+  heartbeat a key with a TTL, and any live node reaps the entries of a node
+  whose key expired (crash), announcing ``user_left`` once.
+- Faults: commands fail fast (short timeouts, no retries) as
+  :class:`BrokerUnavailable`; pub/sub reconnects with backoff, resubscribes and
+  fills any gap from history, or closes the session's members with 1012 when
+  the stream restarted (Redis lost its data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from . import messages, redis_scripts
+from .broker import Broker, BrokerUnavailable
+from .errors import CloseCode
+from .history import Recovery, new_epoch
+from .hub import Member, Registry, SessionKey
+from .messages import OutFrame
+from .redis_scripts import SessionKeys
+
+log = logging.getLogger("tornado_ws.redis")
+
+#: Seconds between node heartbeats; a node silent for PRESENCE_TTL is dead.
+HEARTBEAT = 1.0
+PRESENCE_TTL = 5.0
+SUBSCRIBE_TIMEOUT = 3.0
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _participants(entries: list[bytes] | list[bytes | str]) -> list[dict[str, str]]:
+    """Distinct users of presence entries, in first-seen order."""
+    seen: dict[str, str | None] = {}
+    for raw in entries:
+        entry = json.loads(raw)
+        seen.setdefault(entry["u"], entry.get("m"))
+    return [messages.participant(user, name) for user, name in seen.items()]
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        url: str,
+        registry: Registry,
+        *,
+        history_size: int = 100,
+        history_ttl: float = 300.0,
+        node_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(registry)
+        self.url = url
+        self.node_id = node_id or secrets.token_hex(6)
+        self.history_size = history_size
+        self.ttl = max(1, int(history_ttl))
+        self._clock = clock
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 1.0,
+            "retry": Retry(NoBackoff(), 0),  # fail fast: the client gets `unavailable`, not a stall
+        }
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, **options)
+        self._pubsub_client = aioredis.Redis.from_url(url, **options)
+        self._scripts = {
+            name: self.redis.register_script(getattr(redis_scripts, name))
+            for name in ("PUBLISH", "SNAPSHOT", "PRESENCE_JOIN", "PRESENCE_LEAVE", "REAP")
+        }
+        self._pubsub: Any = None
+        self._channels: dict[bytes, SessionKey] = {}
+        self._confirmed: dict[bytes, asyncio.Event] = {}
+        self._epochs: dict[SessionKey, str] = {}
+        self._seen: dict[SessionKey, int] = {}
+        self._active: dict[str, Member] = {}
+        self._unfinished_leaves: list[Member] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closing = False
+        self.connected = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._tasks = [asyncio.ensure_future(self._listen()), asyncio.ensure_future(self._heartbeat())]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), SUBSCRIBE_TIMEOUT)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(redis_scripts.node_alive(self.node_id))
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+        await self.redis.aclose()
+        await self._pubsub_client.aclose()
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 1.0)) and self.connected.is_set()
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._scripts[script](keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc.__class__.__name__}") from None
+
+    # -- the Broker interface -----------------------------------------------------------
+
+    async def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
+        key, keys = member.key, SessionKeys.of(member.key)
+        self._active[member.connection_id] = member
+        self.registry.attach(member)
+        try:
+            await self._subscribe(key)
+            entry = {"n": self.node_id, "u": member.user_id, **({"m": member.name} if member.name else {})}
+            first, entries = await self._call(
+                "PRESENCE_JOIN", [keys.presence], [member.connection_id, json.dumps(entry), member.user_id]
+            )
+            snap = await self._call(
+                "SNAPSHOT",
+                [keys.epoch, keys.seq, keys.history],
+                [new_epoch(), -1 if since is None else since, self.ttl, epoch or ""],
+            )
+            await self.redis.sadd(redis_scripts.node_sessions(self.node_id), json.dumps(list(key)))
+        except (BrokerUnavailable, RedisError, OSError) as exc:
+            self._active.pop(member.connection_id, None)
+            self._detach(member)
+            raise BrokerUnavailable(str(exc)) from None
+        if member.connection_id not in self._active:  # it left while we waited on Redis
+            await self._presence_leave(member)
+            return Recovery(False)
+        stream_epoch, last_seq, recovered, frames = snap[0].decode(), int(snap[1]), bool(snap[2]), snap[3]
+        self._epochs.setdefault(key, stream_epoch)
+        self._seen[key] = max(self._seen.get(key, 0), last_seq)
+        participants = _participants(entries)
+        member.peer.send(
+            messages.welcome_frame(
+                session_id=key.session_id,
+                user_id=member.user_id,
+                org_id=key.org_id,
+                connection_id=member.connection_id,
+                participants=participants,
+                seq=last_seq,
+                epoch=stream_epoch,
+                recovered=recovered,
+            )
+        )
+        replay = [OutFrame(raw.decode()) for raw in frames]
+        for frame in replay:
+            member.peer.send(frame)
+        self.registry.release(member, last_seq)
+        if first:
+            await self._announce("user_joined", key, member.user_id, member.name, len(participants), member)
+        return Recovery(recovered, replay)
+
+    async def leave(self, member: Member) -> None:
+        if self._active.pop(member.connection_id, None) is None:
+            return
+        self._detach(member)
+        try:
+            await self._presence_leave(member)
+        except BrokerUnavailable:
+            self._unfinished_leaves.append(member)  # retried by the heartbeat once Redis is back
+
+    async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
+        keys = SessionKeys.of(key)
+        before, after = messages.message_frame_parts(
+            session_id=key.session_id, user_id=user_id, name=name, ts=self._clock(), data_json=data_json
+        )
+        seq = await self._call(
+            "PUBLISH",
+            [keys.epoch, keys.seq, keys.history, keys.channel],
+            [new_epoch(), self.history_size, self.ttl, before, after],
+        )
+        return int(seq)
+
+    async def presence(self, key: SessionKey) -> dict[str, Any]:
+        try:
+            entries = await self.redis.hvals(SessionKeys.of(key).presence)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(str(exc)) from None
+        participants = _participants(entries)
+        return {"participants": participants, "participant_count": len(participants)}
+
+    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
+        keys = SessionKeys.of(key)
+        try:
+            entries = await self.redis.hvals(keys.presence)
+            count = sum(1 for raw in entries if json.loads(raw)["u"] == user_id)
+            await self.redis.publish(keys.channel, "k" + json.dumps({"u": user_id, "c": code, "r": reason}))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(str(exc)) from None
+        return count
+
+    # -- presence --------------------------------------------------------------------
+
+    async def _presence_leave(self, member: Member) -> None:
+        keys = SessionKeys.of(member.key)
+        removed, last, entries = await self._call(
+            "PRESENCE_LEAVE", [keys.presence], [member.connection_id, member.user_id]
+        )
+        if removed and last:
+            count = len(_participants(entries))
+            await self._announce("user_left", member.key, member.user_id, member.name, count, None)
+
+    async def _announce(
+        self, kind: str, key: SessionKey, user_id: str, name: str | None, count: int, exclude: Member | None
+    ) -> None:
+        frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
+        conn = exclude.connection_id if exclude else "-"
+        try:
+            await self.redis.publish(SessionKeys.of(key).channel, f"p{conn} {frame.text}")
+        except (RedisError, OSError):
+            log.warning("could not announce %s session=%s user=%s", kind, key.session_id, user_id)
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    async def _subscribe(self, key: SessionKey) -> None:
+        channel = SessionKeys.of(key).channel.encode()
+        event = self._confirmed.get(channel)
+        if event is None:
+            event = self._confirmed[channel] = asyncio.Event()
+            self._channels[channel] = key
+            if self._pubsub is None:
+                raise BrokerUnavailable("redis pub/sub is reconnecting")
+            try:
+                await self._pubsub.subscribe(channel)
+            except (RedisError, OSError) as exc:
+                raise BrokerUnavailable(str(exc)) from None
+        try:
+            await asyncio.wait_for(event.wait(), SUBSCRIBE_TIMEOUT)
+        except TimeoutError:
+            raise BrokerUnavailable("redis did not confirm the subscription") from None
+
+    def _detach(self, member: Member) -> None:
+        if self.registry.detach(member):
+            # Nobody left here: stop receiving the session (a later join subscribes again).
+            channel = SessionKeys.of(member.key).channel.encode()
+            self._channels.pop(channel, None)
+            self._confirmed.pop(channel, None)
+            self._epochs.pop(member.key, None)
+            self._seen.pop(member.key, None)
+            if self._pubsub is not None:
+                self._spawn(self._quietly(self._pubsub.unsubscribe(channel)))
+            self._spawn(
+                self._quietly(self.redis.srem(redis_scripts.node_sessions(self.node_id), json.dumps(list(member.key))))
+            )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _quietly(step: Awaitable[Any]) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await step
+
+    async def _listen(self) -> None:
+        """Receive every subscribed channel on one connection; reconnect with backoff."""
+        attempt = 0
+        while not self._closing:
+            pubsub = self._pubsub_client.pubsub()
+            try:
+                await pubsub.subscribe(redis_scripts.node_control(self.node_id), *self._channels)
+                self._pubsub = pubsub
+                resubscribed = set(self._channels)
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        channel = message["channel"]
+                        if channel in self._confirmed:
+                            self._confirmed[channel].set()
+                        if channel == redis_scripts.node_control(self.node_id).encode():
+                            attempt = 0
+                            self.connected.set()
+                            if resubscribed:
+                                await self._resync(resubscribed)
+                                resubscribed = set()
+                    elif message["type"] == "message":
+                        self._dispatch(message["channel"], message["data"])
+            except (RedisError, OSError) as exc:
+                if self.connected.is_set():
+                    log.warning("redis pub/sub lost (%s); reconnecting", exc.__class__.__name__)
+                self.connected.clear()
+                self._pubsub = None
+                for event in self._confirmed.values():
+                    event.clear()
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        key = self._channels.get(channel)
+        if key is None:
+            return
+        kind, body = data[:1], data[1:]
+        if kind == b"m":
+            epoch, seq_text, frame = body.split(b" ", 2)
+            self._deliver(key, epoch.decode(), int(seq_text), OutFrame(frame.decode()))
+        elif kind == b"p":
+            exclude, frame = body.split(b" ", 1)
+            self.registry.deliver(key, OutFrame(frame.decode()), exclude=exclude.decode())
+        elif kind == b"k":
+            order = json.loads(body)
+            for member in self.registry.local_members(key, order["u"]):
+                self._spawn(self.leave(member))
+                member.peer.close(order["c"], order["r"])
+
+    def _deliver(self, key: SessionKey, epoch: str, seq: int, frame: OutFrame) -> None:
+        known = self._epochs.get(key)
+        if known is not None and epoch != known:
+            self._restart(key)
+            return
+        self._epochs[key] = epoch
+        if seq <= self._seen.get(key, 0):
+            return  # already delivered (a resync can overlap the live stream)
+        self._seen[key] = seq
+        self.registry.deliver(key, frame, seq=seq)
+
+    def _restart(self, key: SessionKey) -> None:
+        """The stream started over (Redis lost it): members must reconnect and reload."""
+        log.warning("session stream restarted in redis session=%s; closing its members with 1012", key.session_id)
+        for member in self.registry.local_members(key):
+            member.peer.close(CloseCode.SERVICE_RESTART, "session stream restarted")
+
+    async def _resync(self, channels: set[bytes]) -> None:
+        """After a pub/sub reconnect: deliver what was published while we were away."""
+        for channel in channels:
+            key = self._channels.get(channel)
+            if key is None or key not in self._epochs:
+                continue
+            keys = SessionKeys.of(key)
+            try:
+                snap = await self._call(
+                    "SNAPSHOT",
+                    [keys.epoch, keys.seq, keys.history],
+                    [new_epoch(), self._seen.get(key, 0), self.ttl, self._epochs[key]],
+                )
+            except BrokerUnavailable:
+                return
+            if not snap[2]:
+                self._restart(key)
+                continue
+            first = self._seen.get(key, 0) + 1
+            for offset, raw in enumerate(snap[3]):
+                self._deliver(key, snap[0].decode(), first + offset, OutFrame(raw.decode()))
+
+    # -- heartbeat, keep-alive and reaping ---------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while not self._closing:
+            try:
+                await self._beat()
+            except (RedisError, OSError, BrokerUnavailable) as exc:
+                log.debug("heartbeat failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT)
+
+    async def _beat(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(redis_scripts.node_alive(self.node_id), b"1", px=int(PRESENCE_TTL * 1000))
+        pipe.sadd(redis_scripts.NODES, self.node_id)
+        for key in list(self._epochs):
+            keys = SessionKeys.of(key)
+            # A session with members never loses its epoch/counter, however quiet it is.
+            pipe.expire(keys.epoch, self.ttl)
+            pipe.expire(keys.seq, self.ttl)
+        await pipe.execute()
+        pending, self._unfinished_leaves = self._unfinished_leaves, []
+        for member in pending:
+            try:
+                await self._presence_leave(member)
+            except BrokerUnavailable:
+                self._unfinished_leaves.append(member)
+        for raw in await self.redis.smembers(redis_scripts.NODES):
+            node = _text(raw)
+            if node != self.node_id and not await self.redis.exists(redis_scripts.node_alive(node)):
+                await self._reap(node)
+
+    async def _reap(self, node: str) -> None:
+        """Remove a dead node's connections from presence and announce who left."""
+        log.info("reaping presence of dead node %s", node)
+        for raw in await self.redis.smembers(redis_scripts.node_sessions(node)):
+            org_id, session_id = json.loads(raw)
+            key = SessionKey(org_id, session_id)
+            left, gone = await self._call("REAP", [SessionKeys.of(key).presence], [node])
+            count = len(_participants(left))
+            for entry_raw in gone:
+                entry = json.loads(entry_raw)
+                await self._announce("user_left", key, entry["u"], entry.get("m"), count, None)
+        await self.redis.delete(redis_scripts.node_sessions(node))
+        await self.redis.srem(redis_scripts.NODES, node)
