@@ -11,6 +11,7 @@ TEST = [
     "hypothesis>=6.100",
     "ruff>=0.6",
     "mypy>=1.10",
+    "redis>=5",  # the Redis broker's tests run against a real redis-server
 ]
 
 setup(
@@ -26,7 +27,7 @@ setup(
     extras_require={
         "test": TEST,
         "redis": ["redis>=5"],
-        "bench": ["py-spy>=0.3.14", "uvloop>=0.19"],  # profiling, and the uvloop variant
+        "bench": ["websockets>=13", "py-spy>=0.3.14", "uvloop>=0.19"],  # the websockets peer, profiles, uvloop row
     },
     entry_points={"console_scripts": ["tornado-ws=tornado_ws.cli:main"]},
     classifiers=[

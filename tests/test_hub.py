@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
+from tests.recording import RecordingPeer
 from tornado_ws.hub import Member, Registry, SessionKey
 from tornado_ws.messages import OutFrame
 
 ACME = SessionKey("acme", "room")
-
-
-class RecordingPeer:
-    """A Peer that keeps what it was sent (and whether it was told to close)."""
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.closed: tuple[int, str] | None = None
-
-    def send(self, frame: OutFrame) -> None:
-        self.frames.append(json.loads(frame.text))
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def types(self) -> list[str]:
-        return [f["type"] for f in self.frames]
-
-    def take(self) -> list[dict[str, Any]]:
-        frames, self.frames = self.frames, []
-        return frames
 
 
 class Clock:

@@ -122,7 +122,7 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .server import run
+    from .server import run, run_workers
 
     try:
         config, log_level = config_from_args(argv)
@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(log_level, config.log_format)
     try:
+        if config.workers > 1:
+            return run_workers(config)
         asyncio.run(run(config))
     except OSError as exc:
         reason = exc.strerror or exc

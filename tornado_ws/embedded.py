@@ -64,7 +64,7 @@ class Hub:
         on_message: OnMessage | None = None,
         on_join: Observer | None = None,
         on_leave: Observer | None = None,
-        broker: Broker | None = None,
+        broker_impl: Broker | None = None,
         **settings: Any,
     ) -> None:
         if config is None:
@@ -73,7 +73,8 @@ class Hub:
             config = dataclasses.replace(config, **settings)
         self.config = config
         self._demo_secret = secrets.token_urlsafe(32) if config.demo and not config.jwt_secret else None
-        self.broker = broker or _make_broker(config)
+        # ``broker`` is the config option (memory / redis URL); ``broker_impl`` a ready Broker.
+        self.broker = broker_impl or _make_broker(config)
         self.registry = self.broker.registry
         self.state = AppState(
             config=config,

@@ -301,7 +301,8 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             await self.broker.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
             self.state.metrics.messages_in += 1
             self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
+            log.warning("publish failed session=%s: %s", member.key.session_id, exc)
             self.send(
                 error_frame(ErrorCode.UNAVAILABLE, "the message broker is unreachable; the frame was not delivered")
             )

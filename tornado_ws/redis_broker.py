@@ -26,11 +26,13 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from . import messages, redis_scripts
@@ -42,6 +44,7 @@ from .messages import OutFrame
 from .redis_scripts import SessionKeys
 
 log = logging.getLogger("tornado_ws.redis")
+T = TypeVar("T")
 
 #: Seconds between node heartbeats; a node silent for PRESENCE_TTL is dead.
 HEARTBEAT = 1.0
@@ -81,7 +84,7 @@ class RedisBroker(Broker):
         self._clock = clock
         options: dict[str, Any] = {
             "socket_connect_timeout": 1.0,
-            "retry": Retry(NoBackoff(), 0),  # fail fast: the client gets `unavailable`, not a stall
+            "retry": Retry(NoBackoff(), 0),  # _do() decides about retrying, and fails fast
         }
         self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, **options)
         self._pubsub_client = aioredis.Redis.from_url(url, **options)
@@ -96,6 +99,7 @@ class RedisBroker(Broker):
         self._seen: dict[SessionKey, int] = {}
         self._active: dict[str, Member] = {}
         self._unfinished_leaves: list[Member] = []
+        self._unsynced: set[bytes] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
@@ -126,6 +130,10 @@ class RedisBroker(Broker):
                 await self._pubsub.aclose()
         await self.redis.aclose()
         await self._pubsub_client.aclose()
+        # PubSub.aclose closes its socket without waiting (redis-py #3941); give the
+        # transport the loop passes it needs to finish before anyone closes the loop.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     async def healthy(self) -> bool:
         try:
@@ -133,11 +141,25 @@ class RedisBroker(Broker):
         except (RedisError, OSError, TimeoutError):
             return False
 
+    async def _do(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis step; BrokerUnavailable if Redis cannot be reached.
+
+        After a Redis restart every idle pooled connection is dead: on a connection
+        error we drop them all and try once more with a fresh one.
+        """
+        for attempt in range(2):
+            try:
+                return await step()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if attempt:
+                    raise BrokerUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
+                await self.redis.connection_pool.disconnect(inuse_connections=False)
+            except RedisError as exc:
+                raise BrokerUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self._scripts[script](keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"redis: {exc.__class__.__name__}") from None
+        return await self._do(lambda: self._scripts[script](keys=keys, args=args))
 
     # -- the Broker interface -----------------------------------------------------------
 
@@ -156,7 +178,7 @@ class RedisBroker(Broker):
                 [keys.epoch, keys.seq, keys.history],
                 [new_epoch(), -1 if since is None else since, self.ttl, epoch or ""],
             )
-            await self.redis.sadd(redis_scripts.node_sessions(self.node_id), json.dumps(list(key)))
+            await self._do(lambda: self.redis.sadd(redis_scripts.node_sessions(self.node_id), json.dumps(list(key))))
         except (BrokerUnavailable, RedisError, OSError) as exc:
             self._active.pop(member.connection_id, None)
             self._detach(member)
@@ -210,22 +232,16 @@ class RedisBroker(Broker):
         return int(seq)
 
     async def presence(self, key: SessionKey) -> dict[str, Any]:
-        try:
-            entries = await self.redis.hvals(SessionKeys.of(key).presence)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(str(exc)) from None
+        entries = await self._do(lambda: self.redis.hvals(SessionKeys.of(key).presence))
         participants = _participants(entries)
         return {"participants": participants, "participant_count": len(participants)}
 
     async def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
         keys = SessionKeys.of(key)
-        try:
-            entries = await self.redis.hvals(keys.presence)
-            count = sum(1 for raw in entries if json.loads(raw)["u"] == user_id)
-            await self.redis.publish(keys.channel, "k" + json.dumps({"u": user_id, "c": code, "r": reason}))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(str(exc)) from None
-        return count
+        entries = await self._do(lambda: self.redis.hvals(keys.presence))
+        order = "k" + json.dumps({"u": user_id, "c": code, "r": reason})
+        await self._do(lambda: self.redis.publish(keys.channel, order))
+        return sum(1 for raw in entries if json.loads(raw)["u"] == user_id)
 
     # -- presence --------------------------------------------------------------------
 
@@ -244,8 +260,8 @@ class RedisBroker(Broker):
         frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
         conn = exclude.connection_id if exclude else "-"
         try:
-            await self.redis.publish(SessionKeys.of(key).channel, f"p{conn} {frame.text}")
-        except (RedisError, OSError):
+            await self._do(lambda: self.redis.publish(SessionKeys.of(key).channel, f"p{conn} {frame.text}"))
+        except BrokerUnavailable:
             log.warning("could not announce %s session=%s user=%s", kind, key.session_id, user_id)
 
     # -- subscriptions -----------------------------------------------------------------
@@ -376,7 +392,8 @@ class RedisBroker(Broker):
                     [new_epoch(), self._seen.get(key, 0), self.ttl, self._epochs[key]],
                 )
             except BrokerUnavailable:
-                return
+                self._unsynced.add(channel)  # the heartbeat tries again
+                continue
             if not snap[2]:
                 self._restart(key)
                 continue
@@ -404,6 +421,9 @@ class RedisBroker(Broker):
             pipe.expire(keys.epoch, self.ttl)
             pipe.expire(keys.seq, self.ttl)
         await pipe.execute()
+        if self._unsynced and self.connected.is_set():
+            channels, self._unsynced = self._unsynced, set()
+            await self._resync(channels)
         pending, self._unfinished_leaves = self._unfinished_leaves, []
         for member in pending:
             try:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -21,15 +24,16 @@ HEADER_TIMEOUT = 30.0
 class Server:
     """One listening tornado-ws process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket] | None = None) -> None:
         self.config = config
+        self._sockets = sockets
         self.hub = Hub(config)
         self.registry = self.hub.registry
         self.http = HTTPServer(self.hub.application(), idle_connection_timeout=HEADER_TIMEOUT)
         self.port = config.port
 
     def start(self) -> None:
-        sockets = bind_sockets(self.config.port, self.config.host)
+        sockets = self._sockets or bind_sockets(self.config.port, self.config.host)
         self.port = sockets[0].getsockname()[1]
         self.http.add_sockets(sockets)
         self.hub.start()
@@ -53,8 +57,8 @@ class Server:
         log.info("shutdown complete")
 
 
-async def run(config: Config) -> None:
-    server = Server(config)
+async def run(config: Config, sockets: list[socket.socket] | None = None) -> None:
+    server = Server(config, sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before start(): once "listening" is logged, a signal must already mean a clean shutdown.
@@ -63,3 +67,42 @@ async def run(config: Config) -> None:
     server.start()
     await stop.wait()
     await server.shutdown()
+    await server.hub.aclose()
+
+
+def run_workers(config: Config) -> int:
+    """Prefork ``config.workers`` processes sharing one listening socket; returns the exit code.
+
+    The parent only forwards SIGTERM/SIGINT and waits; each child is a whole node
+    (its own hub and Redis broker), so sessions span workers through Redis.
+    """
+    sockets = bind_sockets(config.port, config.host)
+    children: list[int] = []
+    for _ in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, measured through its own process
+            code = 0
+            try:
+                asyncio.run(run(config, sockets))
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("tornado-ws supervising %d workers on port %d", config.workers, sockets[0].getsockname()[1])
+    failed = 0
+    while children:
+        pid, status = os.wait()
+        children.remove(pid)
+        failed += os.waitstatus_to_exitcode(status) != 0
+    return 1 if failed else 0

@@ -1,0 +1,48 @@
+"""The ``websockets`` library (asyncio server) with its ``broadcast()``.
+
+Same minimal protocol as tornado-ws for the benchmark: the room is the path,
+a welcome frame on connect, every text frame relayed to the room, sender
+included. No token verification; compression off, as in tornado-ws.
+
+    python -m bench.peers.ws_broadcast --port 8002
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+WELCOME = '{"type":"welcome"}'
+rooms: dict[str, set[ServerConnection]] = {}
+
+
+async def handler(ws: ServerConnection) -> None:
+    path = ws.request.path if ws.request is not None else "/"
+    room = path.split("?", 1)[0].rsplit("/", 1)[-1]
+    members = rooms.setdefault(room, set())
+    members.add(ws)
+    try:
+        await ws.send(WELCOME)
+        async for message in ws:
+            broadcast(members, message)
+    finally:
+        members.discard(ws)
+        if not members:
+            rooms.pop(room, None)
+
+
+async def run(port: int) -> None:
+    async with serve(handler, "127.0.0.1", port, compression=None, max_queue=None):
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(run(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The scenarios: their parameters per preset, and the columns of their tables.
+
+Presets: ``full`` (the figures in docs/performance.md, a few minutes on 2
+cores), ``quick`` (a minute or so, for development) and ``smoke`` (seconds;
+the test suite runs it so the benchmark cannot rot).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+MSG = 100  # bytes of each client publish frame's JSON
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    key: str  # a figure from the driver
+    label: str
+    fmt: str = "{:,.0f}"
+    better: str | None = None  # "higher" / "lower": a ratio column is added for it
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    what: str  # one sentence, with {placeholders} from the params
+    presets: dict[str, dict[str, Any]]
+    columns: tuple[Column, ...]
+    timeout: float  # seconds for one driver run (full preset)
+
+
+def _lat(prefix: str, label: str, better: str | None = "lower") -> tuple[Column, ...]:
+    return (
+        Column(f"{prefix}p50_ms", f"p50 ms {label}", "{:.1f}"),
+        Column(f"{prefix}p99_ms", f"p99 ms {label}", "{:.1f}", better),
+    )
+
+
+# Whole-core busy % of the server's core (softirq included): ~100 means the server was the limit.
+SERVER_CORE = Column("server_core_pct", "server core %")
+DRIVER_CPU = Column("driver_cpu_pct", "driver CPU %")
+
+
+FANOUT = Scenario(
+    "fanout",
+    "Fan-out",
+    "1 room x {receivers:,} members, one publishes {message_bytes}-byte messages. Max: closed loop, at most"
+    " {window} messages not yet delivered to everyone, {duration} s after {warmup} s warm-up. Latency: open loop"
+    " for {latency_duration} s at {fixed_rate} msg/s (same for all) and at half of the peer's own max.",
+    {
+        "full": dict(receivers=1000, window=16, warmup=1, duration=3, latency_duration=2, fixed_rate=10),
+        "quick": dict(receivers=300, window=16, warmup=0.5, duration=1.5, latency_duration=1, fixed_rate=10),
+        "smoke": dict(receivers=20, window=4, warmup=0.2, duration=0.5, latency_duration=0.3, fixed_rate=20),
+    },
+    (
+        Column("deliveries_per_s", "deliveries/s (max)", better="higher"),
+        Column("server_us_per_delivery", "server CPU µs/delivery", "{:.2f}", "lower"),
+        SERVER_CORE,
+        DRIVER_CPU,
+        *_lat("fixed_", "@ fixed rate", None),
+        *_lat("half_", "@ half max"),
+        Column("lost", "lost"),
+    ),
+    timeout=120,
+)
+
+ROOMS = Scenario(
+    "rooms",
+    "Many rooms",
+    "{rooms} rooms x {members} members, every member publishes {message_bytes}-byte messages, each keeping one in"
+    " flight (closed loop); {duration} s after {warmup} s warm-up.",
+    {
+        "full": dict(rooms=100, members=10, warmup=1, duration=3),
+        "quick": dict(rooms=30, members=10, warmup=0.5, duration=1.5),
+        "smoke": dict(rooms=3, members=5, warmup=0.2, duration=0.5),
+    },
+    (
+        Column("deliveries_per_s", "deliveries/s", better="higher"),
+        Column("server_us_per_delivery", "server CPU µs/delivery", "{:.2f}", "lower"),
+        SERVER_CORE,
+        DRIVER_CPU,
+        *_lat("", "(closed loop)"),
+        # Every room has the same load; far below 100 % means some rooms were starved.
+        Column("slowest_room_pct", "slowest room, % of mean"),
+    ),
+    timeout=90,
+)
+
+IDLE = Scenario(
+    "idle",
+    "Idle connections",
+    "{connections:,} connections in rooms of {members}, held {hold} s after a {settle} s settle; RSS growth of the"
+    " server process(es) over the empty server, per connection.",
+    {
+        "full": dict(connections=10000, members=10, settle=1, hold=2),
+        "quick": dict(connections=2000, members=10, settle=1, hold=1),
+        "smoke": dict(connections=50, members=10, settle=0.2, hold=0.3),
+    },
+    (
+        Column("connections", "connected"),
+        Column("kib_per_connection", "KiB RSS/connection", "{:.1f}", "lower"),
+        Column("connect_per_s", "connects/s (64 at a time)"),
+        Column("idle_server_cpu_pct", "idle server CPU %", "{:.1f}"),
+    ),
+    timeout=120,
+)
+
+HANDSHAKE = Scenario(
+    "handshake",
+    "Handshake rate",
+    "{concurrency} workers loop: TCP connect, upgrade (tornado-ws: + JWT check), wait for the welcome frame, close;"
+    " {duration} s after {warmup} s warm-up. A fresh user id per connection.",
+    {
+        "full": dict(concurrency=32, warmup=0.5, duration=3),
+        "quick": dict(concurrency=32, warmup=0.3, duration=1.5),
+        "smoke": dict(concurrency=4, warmup=0.1, duration=0.5),
+    },
+    (
+        Column("handshakes_per_s", "handshakes/s", better="higher"),
+        Column("server_us_per_handshake", "server CPU µs/handshake", "{:.0f}", "lower"),
+        SERVER_CORE,
+        DRIVER_CPU,
+    ),
+    timeout=60,
+)
+
+CHURN = Scenario(
+    "churn",
+    "Churn",
+    "{rooms} rooms x {members} steady members, each room broadcasting {rate_per_room} msg/s, while {concurrency}"
+    " workers join those rooms and leave again (connect, welcome, close) as fast as they can; {duration} s after"
+    " {warmup} s warm-up.",
+    {
+        "full": dict(rooms=20, members=20, rate_per_room=10, concurrency=16, warmup=0.5, duration=3),
+        "quick": dict(rooms=10, members=20, rate_per_room=10, concurrency=16, warmup=0.3, duration=1.5),
+        "smoke": dict(rooms=2, members=5, rate_per_room=10, concurrency=2, warmup=0.1, duration=0.5),
+    },
+    (
+        Column("cycles_per_s", "connect/close cycles/s", better="higher"),
+        Column("deliveries_per_s", "deliveries/s"),
+        Column("offered_deliveries_per_s", "offered"),
+        *_lat("", "broadcast"),
+        SERVER_CORE,
+        DRIVER_CPU,
+    ),
+    timeout=60,
+)
+
+SCENARIOS: dict[str, Scenario] = {s.key: s for s in (FANOUT, ROOMS, IDLE, HANDSHAKE, CHURN)}
+
+
+def params(scenario: Scenario, preset: str) -> dict[str, Any]:
+    return {"message_bytes": MSG, **scenario.presets[preset]}
