@@ -360,11 +360,21 @@ class TestSilentPeer:
         alice, _ = await clients.join("room", "alice")
         _, writer = await _raw_upgrade(port, "room", make_token("ghost"))
         assert (await alice.recv())["user_id"] == "ghost"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            # The ghost never reads again: no pong. Tornado closes after the ping
-            # timeout and then waits up to 5 s for a close reply that never comes.
+            # The ghost never reads again: no pong. The sweeper pings it once it has been
+            # quiet for an interval and drops it once the ping is older than the timeout.
             left = await alice.recv_type("user_left", timeout=10)
             assert left["user_id"] == "ghost"
+            assert loop.time() - started < 0.2 + 0.2 + 1.0  # interval + timeout + slack, no 5 s close wait
             assert registry.presence(SessionKey("acme", "room"))["participant_count"] == 1
         finally:
             writer.close()
+
+    async def test_a_peer_that_answers_pings_stays(self, clients: Clients) -> None:
+        alice, _ = await clients.join("room", "alice")  # websockets answers pings by itself
+        bob, _ = await clients.join("room", "bob")
+        await asyncio.sleep(1.0)  # five ping intervals: time itself is what is tested
+        await bob.publish("still here")
+        assert (await alice.recv_type("message"))["data"] == "still here"

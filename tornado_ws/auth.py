@@ -30,7 +30,7 @@ class AuthError(Exception):
         self.reason = reason
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Claims:
     """What the hub knows about a verified caller."""
 

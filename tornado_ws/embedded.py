@@ -12,7 +12,7 @@ import secrets
 from typing import Any
 
 import tornado.web
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.routing import URLSpec
 
 from .api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
@@ -85,6 +85,7 @@ class Hub:
             start_housekeeping=self.start,
         )
         self._sweeper: PeriodicCallback | None = None
+        self._pinger: PeriodicCallback | None = None
         SessionHandler.registry = self.registry
 
     # -- mounting ------------------------------------------------------------------
@@ -126,18 +127,35 @@ class Hub:
     # -- housekeeping ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start sweeping idle history (the server calls this; connections start it lazily too)."""
+        """Start the history sweeper and the keepalive pinger (the server calls this;
+        the first connection starts them too)."""
         if self._sweeper is None:
             self._sweeper = PeriodicCallback(self._expire, EXPIRE_EVERY_MS)
             self._sweeper.start()
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        if self._pinger is None and interval > 0:
+            # One timer for every connection; ticks often enough to honour the timeout.
+            tick = max(0.05, min(interval, timeout or interval) / 2)
+            self._pinger = PeriodicCallback(self._keepalive, tick * 1000)
+            self._pinger.start()
 
     def _expire(self) -> None:
         self.registry.expire()
 
+    def _keepalive(self) -> None:
+        now = IOLoop.current().time()
+        interval = self.config.ping_interval
+        timeout = min(self.config.ping_timeout or interval, interval)
+        for member in list(self.registry.members()):
+            peer = member.peer
+            if isinstance(peer, SessionHandler):
+                peer.keepalive(now, interval, timeout)
+
     def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.stop()
-            self._sweeper = None
+        for timer in (self._sweeper, self._pinger):
+            if timer is not None:
+                timer.stop()
+        self._sweeper = self._pinger = None
 
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         """Mark the hub draining and ask every connection to close (``1001`` by default)."""

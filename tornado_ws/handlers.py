@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
@@ -47,6 +47,8 @@ log = logging.getLogger("tornado_ws")
 
 #: Receives everything, may send nothing.
 VIEWER_ROLE = "viewer"
+#: An unmasked WebSocket ping with no payload, built once.
+PING_WIRE = b"\x89\x00"
 
 
 class ApiError(HTTPError):
@@ -130,11 +132,29 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
 
     @property
     def ping_interval(self) -> float | None:
-        return self.config.ping_interval
+        # Tornado's own pinger runs a task (two sleeps per interval) per connection; the
+        # hub's single sweeper (Hub._keepalive) pings every connection from one timer instead.
+        return 0
 
-    @property
-    def ping_timeout(self) -> float | None:
-        return self.config.ping_timeout
+    # -- liveness (driven by the hub's sweeper) ---------------------------------
+
+    _last_seen = 0.0
+    _ping_sent_at: float | None = None
+
+    def keepalive(self, now: float, interval: float, timeout: float) -> None:
+        """Ping a quiet connection; drop one whose ping went unanswered for ``timeout``."""
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at > timeout:
+                log.info("no pong within %.1fs; dropping conn=%s", timeout, self.member and self.member.connection_id)
+                self.abort()  # a dead peer will not answer a close handshake either
+            return
+        if now - self._last_seen >= interval:
+            self._ping_sent_at = now
+            self._write(PING_WIRE)
+
+    def on_pong(self, data: bytes) -> None:
+        self._ping_sent_at = None
+        self._last_seen = IOLoop.current().time()
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # Tornado answers bad UTF-8 in the path with a 400 before the upgrade;
@@ -236,6 +256,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             self.member = None
             self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "unavailable; try again later", "unavailable")
             return
+        self._last_seen = IOLoop.current().time()
         await hooks.observe(self.state.hooks.on_join, "on_join", claims, session_id)
 
     # -- token lifetime ------------------------------------------------------
@@ -269,8 +290,10 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     # -- frames ---------------------------------------------------------------
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        # Returns an awaitable only when a hook must run: Tornado then waits for
-        # it before reading this connection's next frame, which keeps per-sender order.
+        # Returns an awaitable when work must finish first: Tornado then waits for it
+        # before reading this connection's next frame, which keeps per-sender order.
+        self._ping_sent_at = None  # any frame proves the peer is alive
+        self._last_seen = IOLoop.current().time()
         member, claims = self.member, self.claims
         if member is None or claims is None or self._slow:
             return None
@@ -365,12 +388,31 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     # -- Peer --------------------------------------------------------------
 
     def send(self, frame: OutFrame) -> None:
+        # Server frames are unmasked, so the bytes framed once serve every member.
+        self._write(frame.wire)
+
+    def _write(self, wire: bytes) -> None:
         conn = self.ws_connection
         if self._slow or conn is None or conn.is_closing():
             return
         stream: Any = getattr(conn, "stream", None)
-        wire = frame.wire
-        # Server frames are unmasked, so the bytes framed once serve every member.
+        if stream is None:
+            return
+        if type(stream) is IOStream and not _pending_bytes(stream):
+            # Fast path: nothing queued, so the bytes go straight to the socket. IOStream.write
+            # would cost a Future, a buffer append and a callback per recipient; it still takes
+            # whatever the kernel does not accept at once (and any error, which it handles).
+            try:
+                sent = stream.socket.send(wire)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # let IOStream see the error and close the stream its own way
+            if sent == len(wire):
+                self.state.metrics.bytes_out += sent
+                return
+            self.state.metrics.bytes_out += sent
+            wire = wire[sent:]
         with contextlib.suppress(StreamClosedError):
             stream.write(wire)
         self.state.metrics.bytes_out += len(wire)

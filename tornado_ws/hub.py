@@ -36,7 +36,7 @@ class Peer(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Member:
     """One connection inside one session."""
 
@@ -50,7 +50,7 @@ class Member:
     pending: list[tuple[int | None, OutFrame]] | None = dataclasses.field(default=None, repr=False)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Presence:
     name: str | None
     connections: int
