@@ -56,6 +56,9 @@ def test_no_key_exits_2_with_one_clear_line() -> None:
         ["--jwt-secret", "s", "--max-message-size", "1"],
         ["--jwt-public-key", "/does/not/exist"],
         ["--jwt-secret", "s", "--no-such-flag"],
+        ["--jwt-secret", "s", "--workers", "2"],  # the memory broker cannot share sessions
+        ["--jwt-secret", "s", "--broker", "http://127.0.0.1:6379"],
+        ["--jwt-secret", "s", "--workers", "0"],
     ],
 )
 def test_invalid_flags_exit_2_without_traceback(args: list[str]) -> None:

@@ -43,9 +43,9 @@ class Config:
     jwt_leeway: float = 0.0
     max_message_size: int = 65536
     demo: bool = False
-    #: Seconds between server pings; 0 disables them (dead peers then linger).
+    #: Seconds of silence before a connection is pinged; 0 disables pings (dead peers then linger).
     ping_interval: float = 3.0
-    #: Seconds a ping may stay unanswered; Tornado caps it at ``ping_interval``.
+    #: Seconds a ping may stay unanswered before the connection is dropped (at most ``ping_interval``).
     ping_timeout: float = 2.0
     #: Messages kept per session for resume; 0 disables history.
     history_size: int = 100
