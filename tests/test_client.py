@@ -279,3 +279,15 @@ async def test_many_senders_many_receivers_one_order(opened: Opened, port: int) 
     assert [seq for seq, _, _ in orders[0]] == list(range(1, 5 * per_sender + 1))
     for i in range(5):
         assert [n for _, s, n in orders[0] if s == i] == list(range(per_sender))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ws://h:1", "ws://h:1/", "http://h:1", "ws://h:1/ws", "ws://h:1/ws/room", "ws://h:1/rt/ws/room"],
+)
+def test_connect_accepts_base_or_full_urls(url: str) -> None:
+    from tornado_ws.client import base_url
+
+    expected = "ws://h:1/rt" if "/rt" in url else "ws://h:1"
+    assert base_url(url, "room") == expected
+    assert base_url("https://h", "room") == "wss://h"

@@ -67,6 +67,19 @@ class Backoff:
 _CLOSED = object()
 
 
+def base_url(url: str, session: str) -> str:
+    """The server's base URL from what a caller may pass: ``ws://host:port``, ``http://host:port``,
+    ``.../ws`` or the full ``.../ws/<session>``."""
+    url = url.rstrip("/")
+    for scheme, ws_scheme in (("http://", "ws://"), ("https://", "wss://")):
+        if url.startswith(scheme):
+            url = ws_scheme + url[len(scheme) :]
+    for suffix in (f"/ws/{urllib.parse.quote(session, safe='')}", f"/ws/{session}", "/ws"):
+        if url.endswith(suffix):
+            return url[: -len(suffix)]
+    return url
+
+
 class Client:
     """A resuming session client; create it with :func:`connect`."""
 
@@ -82,7 +95,7 @@ class Client:
         ping_timeout: float = 5.0,
         max_message_size: int = 1 << 20,
     ) -> None:
-        self.base_url = url.rstrip("/")
+        self.base_url = base_url(url, session)
         self.session = session
         self.backoff = backoff
         self._token = token
