@@ -215,3 +215,9 @@ async def test_leave_is_idempotent(nodes: tuple[Broker, Broker]) -> None:
     await a.publish(ROOM, user_id="alice", name=None, data_json="1")
     await peer(alice).until(lambda p: len(p.messages()) == 1)
     assert peer(alice).types().count("user_left") == 1
+
+
+async def test_a_burst_of_concurrent_publishes_all_succeed(nodes: tuple[Broker, Broker]) -> None:
+    a, _ = nodes  # more at once than redis-py's default pool (100) would allow
+    seqs_got = await asyncio.gather(*(a.publish(ROOM, user_id="u", name=None, data_json=str(n)) for n in range(300)))
+    assert sorted(seqs_got) == list(range(1, 301))

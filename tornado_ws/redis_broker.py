@@ -50,6 +50,8 @@ T = TypeVar("T")
 HEARTBEAT = 1.0
 PRESENCE_TTL = 5.0
 SUBSCRIBE_TIMEOUT = 3.0
+#: Redis connections per node for commands (pub/sub has its own).
+POOL_SIZE = 256
 
 
 def _text(raw: bytes | str) -> str:
@@ -86,7 +88,12 @@ class RedisBroker(Broker):
             "socket_connect_timeout": 1.0,
             "retry": Retry(NoBackoff(), 0),  # _do() decides about retrying, and fails fast
         }
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=2.0, **options)
+        # redis-py's default pool refuses the 101st concurrent command (MaxConnectionsError);
+        # a burst of publishes must queue briefly for a connection instead of failing.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=2.0, socket_timeout=2.0, **options
+        )
+        self.redis = aioredis.Redis(connection_pool=self._pool)
         self._pubsub_client = aioredis.Redis.from_url(url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
@@ -129,6 +136,7 @@ class RedisBroker(Broker):
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
         await self.redis.aclose()
+        await self._pool.disconnect()
         await self._pubsub_client.aclose()
         # PubSub.aclose closes its socket without waiting (redis-py #3941); give the
         # transport the loop passes it needs to finish before anyone closes the loop.

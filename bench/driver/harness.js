@@ -10,6 +10,7 @@ const BT = Buffer.from('"bt":');
 const SENDER = Buffer.from('"c":');
 const WELCOME = Buffer.from('"welcome"');
 const M = 0x6d; // 'm': `{"type":"message"...` has it at offset 9; welcome/presence/pong do not
+const ERROR = Buffer.from('{"type":"error"'); // tornado-ws's error frame (e.g. `unavailable`: a publish was dropped)
 const PAD = 'x'.repeat(4096);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -78,6 +79,12 @@ class Ctx {
         onOpen() {},
         onText: (w, buf, s, e) => {
           if (welcomed) {
+            // A server error frame means something the scenario sent was refused or dropped:
+            // count it, or a closed loop would silently stall on it.
+            const isError = e - s > ERROR.length && buf[s + 9] === 0x65; // 'e', then the exact prefix
+            if (isError && buf.compare(ERROR, 0, ERROR.length, s, s + ERROR.length) === 0) {
+              this.error(`server error frame: ${buf.toString('utf8', s, Math.min(e, s + 160))}`);
+            }
             handlers.onText(w, buf, s, e);
             return;
           }
