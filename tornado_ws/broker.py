@@ -36,6 +36,14 @@ class Broker(abc.ABC):
         """Whether the broker answers right now (``/readyz``)."""
         return True
 
+    def publish_now(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int | None:
+        """Publish synchronously when this broker can (no I/O); None means "use :meth:`publish`".
+
+        Handlers try it first: a coroutine and a Task per inbound message cost more than
+        a small room's whole fan-out.
+        """
+        return None
+
     def has_room(self, key: SessionKey) -> bool:
         """False when ``key`` would be a new session over the org's session cap (per node)."""
         return self.registry.has_room(key)
@@ -72,6 +80,9 @@ class MemoryBroker(Broker):
         self.registry.leave(member)
 
     async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
+        return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)
+
+    def publish_now(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int | None:
         return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)
 
     async def presence(self, key: SessionKey) -> dict[str, Any]:
