@@ -14,11 +14,11 @@ from tornado.web import StaticFileHandler
 from .auth import AuthError, Claims, issue_token
 from .broker import BrokerUnavailable
 from .errors import CloseCode
-from .handlers import ApiError, RedactedLoggingMixin
 from .hub import SessionKey
 from .messages import FrameError, encode_data, parse_json, valid_session_id
 from .metrics import CONTENT_TYPE
 from .state import AppState
+from .web import ApiError, RedactedLoggingMixin
 
 #: The demo page may only run its own script and talk to its own origin.
 CONTENT_SECURITY_POLICY = (
