@@ -111,6 +111,7 @@ class RedisBroker(Broker):
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
         self._closing = False
+        self._closed = False
         self.connected = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------
@@ -125,16 +126,19 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=2.0)
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError, BrokerUnavailable):
                 await task
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(redis_scripts.node_alive(self.node_id))
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
+        self._closed = True
         await self.redis.aclose()
         await self._pool.disconnect()
         await self._pubsub_client.aclose()
@@ -156,6 +160,9 @@ class RedisBroker(Broker):
         error we drop them all and try once more with a fresh one.
         """
         for attempt in range(2):
+            if self._closed:
+                # After close() a late step (a leave finishing) must not reopen a connection.
+                raise BrokerUnavailable("broker closed")
             try:
                 return await step()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
