@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import resource
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -121,6 +123,14 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
     ), args.log_level
 
 
+def _raise_fd_limit() -> None:
+    """One descriptor per connection: take the hard limit, not the shell's soft default (often 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .server import run, run_workers
 
@@ -130,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tornado-ws: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(log_level, config.log_format)
+    _raise_fd_limit()
     try:
         if config.workers > 1:
             return run_workers(config)

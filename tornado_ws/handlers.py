@@ -44,6 +44,8 @@ log = logging.getLogger("tornado_ws")
 
 #: Receives everything, may send nothing.
 VIEWER_ROLE = "viewer"
+#: Close codes that may appear as a metric label; any other code a client sends is "other".
+_LABELLED_CLOSE_CODES = frozenset(int(c) for c in CloseCode) | {1005, 1006}
 #: An unmasked WebSocket ping with no payload, built once.
 PING_WIRE = b"\x89\x00"
 
@@ -334,7 +336,8 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         member = self.member
         if member is None:
             return
-        self.state.metrics.disconnects.labels(str(code)).inc()
+        # Clients pick their own close codes: only known ones become label values.
+        self.state.metrics.disconnects.labels(str(code) if code in _LABELLED_CLOSE_CODES else "other").inc()
         hooks.spawn(self.broker.leave(member))
         self.member = None
         if self.claims is not None and self.state.hooks.on_leave is not None:

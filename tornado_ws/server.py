@@ -10,11 +10,11 @@ import os
 import signal
 import socket
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .config import Config
 from .embedded import Hub
+from .guard import GuardedHTTPServer
 
 log = logging.getLogger("tornado_ws")
 
@@ -30,7 +30,15 @@ class Server:
         self._sockets = sockets
         self.hub = Hub(config)
         self.registry = self.hub.registry
-        self.http = HTTPServer(self.hub.application(), idle_connection_timeout=HEADER_TIMEOUT)
+        self.http = GuardedHTTPServer(
+            self.hub.application(),
+            idle_connection_timeout=HEADER_TIMEOUT,
+            # Tornado buffers bodies up to 100 MB by default, before any handler (or token
+            # check) runs, and waits for them forever: bound both.
+            body_timeout=HEADER_TIMEOUT,
+            max_body_size=config.max_message_size + 64 * 1024,
+            registry=self.registry,
+        )
         self.port = config.port
 
     def start(self) -> None:
