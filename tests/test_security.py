@@ -109,10 +109,13 @@ class Canary:
         before = self.rounds
 
         async def loop() -> None:
-            while not stop.is_set():
+            # At least one round even when the attack is over before this task first runs.
+            while True:
                 await self.exchange()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.PAUSE)
+                if stop.is_set():
+                    return
 
         task = asyncio.ensure_future(loop())
         try:
@@ -883,6 +886,28 @@ async def test_ping_flood_is_answered_coalesced_and_starves_no_one(
         )
     finally:
         writer.close()
+
+
+class TestControlFrameFloodWithRateLimit:
+    @pytest.fixture
+    def config(self) -> Config:
+        return test_config(rate_limit=20, rate_burst=40)
+
+    @pytest.mark.parametrize("opcode", [0x9, 0xA])
+    async def test_ping_or_pong_flood_is_cut_1008(self, clients: Clients, port: int, opcode: int) -> None:
+        """With --rate-limit on, control frames get ten times the message budget; beyond it: 1008."""
+        canary = await Canary.open(clients)
+        reader, writer, _ = await raw_upgrade(port, "standup", make_token("mallory"))
+        try:
+            async with canary.throughout():
+                writer.write(ws_frame(opcode, b"x") * 2_000)
+                await writer.drain()
+                while (frame := await read_frame(reader, timeout=10))[0] != 0x8:
+                    pass
+                code = int.from_bytes(frame[1][:2], "big")
+                assert (code, frame[1][2:]) == (1008, b"ping flood")
+        finally:
+            writer.close()
 
 
 async def test_unsolicited_pong_flood_is_ignored(clients: Clients, port: int) -> None:

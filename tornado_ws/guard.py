@@ -48,7 +48,9 @@ class GuardedHTTPServer(HTTPServer):
         super().handle_stream(stream, address)
         for conn in self._connections - before:
             self._order[conn] = None
-        while len(self._connections) > self._cap() and self._order:
+        # Count what we track, not Tornado's set: a closed stream leaves that set only on a later
+        # loop pass, so counting it would go on evicting until even the newest connection is gone.
+        while len(self._order) > self._cap():
             oldest = next(iter(self._order))
             self._order.pop(oldest)
             oldest.stream.close()

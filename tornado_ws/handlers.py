@@ -71,6 +71,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     member: Member | None = None
     claims: Claims | None = None
     _bucket: TokenBucket | None = None
+    _control_bucket: TokenBucket | None = None
     _expiry: object | None = None
     _slow = False
     _server_close_code: int | None = None
@@ -112,6 +113,18 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     def on_pong(self, data: bytes) -> None:
         self._ping_sent_at = None
         self._last_seen = IOLoop.current().time()
+        self._count_control_frame()
+
+    def on_ping(self, data: bytes) -> None:
+        self._count_control_frame()
+
+    def _count_control_frame(self) -> None:
+        # Control frames never reach on_message, so --rate-limit does not see them; a
+        # flood of them is cut here (ten times the message rate, which no client needs).
+        if self._control_bucket is not None and not self._control_bucket.allow():
+            self.state.metrics.rate_limited += 1
+            self._control_bucket = None  # close once
+            self.close(CloseCode.POLICY_VIOLATION, "ping flood")
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # Tornado answers bad UTF-8 in the path with a 400 before the upgrade;
@@ -186,6 +199,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         self.set_nodelay(True)
         if self.config.rate_limit > 0:
             self._bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
+            self._control_bucket = TokenBucket(10 * self.config.rate_limit, 10 * self.config.rate_burst)
         self._schedule_expiry(claims)
         self.member = Member(
             key=SessionKey(claims.org_id, session_id),
