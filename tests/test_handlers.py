@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import socket
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import SECRET, Clients, make_token, test_config, wait_for
+from tests.rawws import raw_upgrade
 from tornado_ws.config import Config
 from tornado_ws.hub import Registry, SessionKey
 
@@ -322,25 +322,9 @@ class TestMessageSize:
 # -- dead connections -----------------------------------------------------------------------------
 
 
-async def _raw_upgrade(port: int, session: str, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket handshake by hand, so the test controls every byte afterwards."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws/{session}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    assert head.startswith(b"HTTP/1.1 101")
-    return reader, writer
-
-
 async def test_reset_tcp_connection_leaves_at_once(clients: Clients, port: int) -> None:
     alice, _ = await clients.join("room", "alice")
-    _, writer = await _raw_upgrade(port, "room", make_token("ghost"))
+    _, writer, _ = await raw_upgrade(port, "room", make_token("ghost"))
     assert (await alice.recv())["user_id"] == "ghost"
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -358,7 +342,7 @@ class TestSilentPeer:
         self, clients: Clients, port: int, registry: Registry
     ) -> None:
         alice, _ = await clients.join("room", "alice")
-        _, writer = await _raw_upgrade(port, "room", make_token("ghost"))
+        _, writer, _ = await raw_upgrade(port, "room", make_token("ghost"))
         assert (await alice.recv())["user_id"] == "ghost"
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -19,10 +19,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import resource
-import socket
 import struct
 import subprocess
 import sys
@@ -48,6 +46,7 @@ from tests.conftest import (
     test_config,
     wait_for,
 )
+from tests.rawws import raw_upgrade, read_frame, text_frame, ws_frame
 from tornado_ws.config import Config
 from tornado_ws.errors import CloseCode
 from tornado_ws.handlers import SessionHandler, _pending_bytes
@@ -129,79 +128,6 @@ class Canary:
 
 
 # -- raw sockets: every byte under the test's control -------------------------------------------
-
-
-def ws_frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bool = True, rsv: int = 0, length: int | None = None
-) -> bytes:
-    """One RFC 6455 frame as a client sends it (masked unless told otherwise)."""
-    n = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if mask else 0
-    if n < 126:
-        head = struct.pack("!BB", first, mask_bit | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def text_frame(obj: Any) -> bytes:
-    return ws_frame(0x1, json.dumps(obj).encode())
-
-
-async def raw_connect(port: int, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A TCP connection; ``rcvbuf`` shrinks our receive buffer so a non-reader backs up fast."""
-    if rcvbuf is None:
-        return await asyncio.open_connection("127.0.0.1", port)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    try:
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    except BaseException:
-        sock.close()
-        raise
-    return await asyncio.open_connection(sock=sock)
-
-
-async def raw_upgrade(
-    port: int, session: str, token: str, *, rcvbuf: int | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]]:
-    """A hand-made WebSocket handshake; returns the streams and the welcome frame."""
-    reader, writer = await raw_connect(port, rcvbuf)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws/{session}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    opcode, payload = await read_frame(reader)
-    assert opcode == 0x1
-    return reader, writer, json.loads(payload)
-
-
-async def read_frame(reader: asyncio.StreamReader, timeout: float = TIMEOUT) -> tuple[int, bytes]:
-    """One server frame (servers never mask): (opcode, payload)."""
-
-    async def read() -> tuple[int, bytes]:
-        first, second = await reader.readexactly(2)
-        n = second & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await reader.readexactly(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await reader.readexactly(8))
-        return first & 0x0F, await reader.readexactly(n)
-
-    return await asyncio.wait_for(read(), timeout)
 
 
 async def cut_how(reader: asyncio.StreamReader, timeout: float = TIMEOUT) -> str:
