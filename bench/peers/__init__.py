@@ -59,7 +59,8 @@ def _tornado_ws_argv(module: str, extra: Callable[[Launch], list[str]] = lambda 
     def argv(launch: Launch) -> list[str]:
         flags = tornado_ws_flags()
         args = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(launch.port)]
-        args += ["--jwt-secret", launch.jwt_secret, "--shutdown-timeout", "1"]
+        # "=" form: a random secret may start with "-", which argparse would take for a flag.
+        args += [f"--jwt-secret={launch.jwt_secret}", "--shutdown-timeout", "1"]
         # WARNING: per-connection INFO lines would be the only log output any peer writes.
         args += ["--log-level", "WARNING"]
         if "--rate-limit" in flags:
