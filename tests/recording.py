@@ -1,4 +1,4 @@
-"""A Peer that records what it was sent: the stand-in for a socket in core and broker tests."""
+"""Stand-ins for the core's I/O in tests: a Peer that records what it was sent, and a clock."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ class RecordingPeer:
                 raise AssertionError(f"condition not met; frames: {self.frames[-5:]}, closed: {self.closed}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.now += 61``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

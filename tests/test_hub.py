@@ -6,19 +6,11 @@ import json
 
 import pytest
 
-from tests.recording import RecordingPeer
+from tests.recording import Clock, RecordingPeer
 from tornado_ws.hub import Member, Registry, SessionKey
 from tornado_ws.messages import OutFrame
 
 ACME = SessionKey("acme", "room")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
+from tests.recording import Clock
 from tornado_ws.limits import TokenBucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_burst_then_steady_rate() -> None:

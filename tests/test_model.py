@@ -20,7 +20,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.recording import RecordingPeer
+from tests.recording import Clock, RecordingPeer
 from tornado_ws.hub import Member, Registry, SessionKey
 
 ORGS = ("acme", "globex")
@@ -32,14 +32,6 @@ HISTORY = 3
 TTL = 10.0
 CAP = 2  # sessions (live or dormant) per org: 2 of the 3 ids, so the cap is hit often
 KEYS = [SessionKey(org, sid) for org in ORGS for sid in SESSIONS]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclasses.dataclass

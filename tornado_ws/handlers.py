@@ -385,24 +385,20 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         stream: Any = getattr(conn, "stream", None)
         if stream is None:
             return
+        self.state.metrics.bytes_out += len(wire)
         if type(stream) is IOStream and not _pending_bytes(stream):
             # Fast path: nothing queued, so the bytes go straight to the socket. IOStream.write
             # would cost a Future, a buffer append and a callback per recipient; it still takes
             # whatever the kernel does not accept at once (and any error, which it handles).
             try:
                 sent = stream.socket.send(wire)
-            except BlockingIOError:
+            except OSError:  # EAGAIN, or an error IOStream will meet and handle its own way
                 sent = 0
-            except OSError:
-                sent = 0  # let IOStream see the error and close the stream its own way
             if sent == len(wire):
-                self.state.metrics.bytes_out += sent
                 return
-            self.state.metrics.bytes_out += sent
             wire = wire[sent:]
         with contextlib.suppress(StreamClosedError):
             stream.write(wire)
-        self.state.metrics.bytes_out += len(wire)
         if _pending_bytes(stream) > self.config.max_outbound_buffer:
             # Not inside the broadcast loop that called us: cut on the next loop pass.
             self._slow = True
