@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-CORE = ["tornado_ws.hub", "tornado_ws.history", "tornado_ws.messages", "tornado_ws.errors"]
+CORE = ["tornado_ws.hub", "tornado_ws.history", "tornado_ws.messages", "tornado_ws.errors", "tornado_ws.frames"]
 
 
 @pytest.mark.parametrize("module", CORE)

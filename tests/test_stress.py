@@ -13,6 +13,7 @@ import websockets
 from tests.conftest import Clients, make_token, wait_for, ws_url
 from tornado_ws.handlers import SessionHandler
 from tornado_ws.hub import Registry, SessionKey
+from tornado_ws.participant import Participant
 
 CYCLES = 2000
 WORKERS = 20
@@ -24,9 +25,10 @@ def rss_kib() -> int:
         return int(fh.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def live_handlers() -> int:
+def live_connections() -> int:
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, SessionHandler))
+    assert not [obj for obj in gc.get_objects() if isinstance(obj, SessionHandler)]  # dropped after open()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, Participant))
 
 
 async def test_connect_disconnect_churn_with_publishing_leaks_nothing(
@@ -35,7 +37,7 @@ async def test_connect_disconnect_churn_with_publishing_leaks_nothing(
     watchers = [(await clients.join(f"churn-{i}", "watcher"))[0] for i in range(SESSIONS)]
     publisher, _ = await clients.join("churn-0", "publisher")
     await watchers[0].recv_type("user_joined")
-    baseline_rss, baseline_handlers = rss_kib(), live_handlers()
+    baseline_rss, baseline_connections = rss_kib(), live_connections()
     tokens = [make_token(f"user{w}") for w in range(WORKERS)]
     done = asyncio.Event()
 
@@ -77,5 +79,5 @@ async def test_connect_disconnect_churn_with_publishing_leaks_nothing(
         await watcher.close()
     await wait_for(lambda: not registry.sessions, timeout=10)
     assert registry.connection_count == 0
-    assert live_handlers() <= baseline_handlers - SESSIONS - 1
+    assert live_connections() <= baseline_connections - SESSIONS - 1
     assert rss_kib() - baseline_rss < 40_000, "process memory did not return near its start"

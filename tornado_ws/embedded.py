@@ -7,12 +7,13 @@ seq = await hub.publish("acme", "room1", {"kind": "invoice-paid"}, user_id="bill
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from typing import Any
 
 import tornado.web
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 from tornado.routing import URLSpec
 
 from .api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
@@ -26,6 +27,7 @@ from .hub import Registry, SessionKey
 from .logs import log_request
 from .messages import encode_data, valid_session_id
 from .metrics import Metrics
+from .participant import Participant
 from .state import AppState
 
 #: How often idle history is swept (ms); the TTL is a lower bound, not exact.
@@ -143,12 +145,12 @@ class Hub:
         self.registry.expire()
 
     def _keepalive(self) -> None:
-        now = IOLoop.current().time()
+        now = asyncio.get_running_loop().time()  # the clock Participant.last_seen uses
         interval = self.config.ping_interval
         timeout = min(self.config.ping_timeout or interval, interval)
         for member in list(self.registry.members()):
             peer = member.peer
-            if isinstance(peer, SessionHandler):
+            if isinstance(peer, Participant):
                 peer.keepalive(now, interval, timeout)
 
     def stop(self) -> None:

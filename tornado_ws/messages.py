@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import struct
 from typing import Any, Final, NoReturn
 
+from . import frames
 from .errors import ErrorCode
 
 MAX_SESSION_ID_LENGTH: Final = 128
@@ -134,15 +134,7 @@ class OutFrame:
     def wire(self) -> bytes:
         """The complete unmasked RFC 6455 text frame (server frames are never masked)."""
         if self._wire is None:
-            payload = self.text.encode("utf-8")
-            n = len(payload)
-            if n < 126:
-                header = struct.pack("!BB", 0x81, n)
-            elif n < 65536:
-                header = struct.pack("!BBH", 0x81, 126, n)
-            else:
-                header = struct.pack("!BBQ", 0x81, 127, n)
-            self._wire = header + payload
+            self._wire = frames.encode(frames.TEXT, self.text.encode("utf-8"))
         return self._wire
 
     def __repr__(self) -> str:

@@ -1,0 +1,363 @@
+"""An upgraded WebSocket on its bare socket, driven straight by the asyncio loop.
+
+Tornado does the HTTP part (parsing, routing, the 101 response); after that a
+connection is this one small object instead of a ``WebSocketHandler`` with its
+request, ``HTTP1Connection``, ``IOStream`` and a reader Task. That is what keeps
+an idle connection to a few KiB and a broadcast to one ``send()`` per member
+(docs/performance.md). Framing rules live in :mod:`tornado_ws.frames`.
+
+Subclasses implement :meth:`on_message`, :meth:`on_ping`, :meth:`on_pong`,
+:meth:`on_slow` and :meth:`on_closed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable
+from typing import Any
+
+from . import frames
+
+log = logging.getLogger("tornado_ws")
+
+#: Connection states: our close frame not sent / sent, waiting for the peer's / handshake over
+#: (or the peer broke the protocol), the socket closes once our last bytes are out / closed.
+OPEN, CLOSING, DONE, CLOSED = 0, 1, 2, 3
+#: Seconds a peer gets to answer our close frame before the socket is dropped.
+CLOSE_TIMEOUT = 5.0
+#: Bytes read per readiness event: a chatty client cannot starve the others.
+RECV_SIZE = 65536
+_AGAIN = (BlockingIOError, InterruptedError)
+
+
+def adopt_stream(stream: Any) -> tuple[socket.socket, bytes, bytes]:
+    """Take the socket out of a detached Tornado ``IOStream``.
+
+    Returns the socket, the bytes already read past the HTTP request and the bytes
+    of the 101 response not yet sent. IOStream has no public way to give its socket
+    away, so this reads its buffers; the stream must not be used afterwards.
+    """
+    sock: socket.socket = stream.socket
+    stream.io_loop.remove_handler(sock)
+    start = getattr(stream, "_read_buffer_pos", 0)  # Tornado < 6.5 kept an offset
+    size = stream._read_buffer_size
+    unread = bytes(stream._read_buffer[start : start + size])
+    pending = stream._write_buffer
+    unsent = bytearray()
+    while len(pending):
+        chunk = pending.peek(len(pending))
+        unsent += chunk
+        pending.advance(len(chunk))
+    stream.socket = None  # so a stray close() of the stream cannot close our socket
+    return sock, unread, bytes(unsent)
+
+
+class WebSocketConnection:
+    """The server side of one WebSocket: read frames, write bytes, close properly."""
+
+    __slots__ = (
+        "_close_timer",
+        "_fd",
+        "_held",
+        "_loop",
+        "_out",
+        "_out_limit",
+        "_parser",
+        "_pending_pong",
+        "_reading",
+        "_sock",
+        "_unread",
+        "close_code",
+        "last_seen",
+        "server_close_code",
+        "ws_state",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_message_size: int,
+        max_outbound_buffer: int,
+        unread: bytes = b"",
+        unsent: bytes = b"",
+    ) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Frames are small and latency matters more than packet count.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._parser = frames.FrameParser(max_message_size)
+        self._out: bytearray | None = None
+        self._out_limit = max_outbound_buffer
+        self._pending_pong: bytes | None = None
+        self._unread = unread
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._reading = False
+        self._held = False
+        self.ws_state = OPEN
+        #: The code of the close frame the peer sent (None: none, or it had no code).
+        self.close_code: int | None = None
+        #: The code of the close frame we sent first, if we did.
+        self.server_close_code: int | None = None
+        self.last_seen = self._loop.time()
+        if unsent:
+            self._send(unsent)
+
+    # -- to be implemented by the subclass -------------------------------------------
+
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        """A whole text (``str``) or binary message. Return an awaitable to hold the
+        next frames of this connection until it is done (per-sender order)."""
+        return None
+
+    def on_ping(self, payload: bytes) -> None:
+        """A ping arrived (the pong has already been sent)."""
+
+    def on_pong(self, payload: bytes) -> None:
+        """A pong arrived."""
+
+    def on_slow(self) -> None:
+        """More than ``max_outbound_buffer`` bytes are waiting for the peer to read them."""
+
+    def on_closed(self) -> None:
+        """The WebSocket is closed (handshake over, failed, or the socket gone); called exactly once."""
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """True once a close frame went out or the socket is gone: nothing more will be sent."""
+        return self.ws_state != OPEN
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes written but not yet accepted by the kernel."""
+        return len(self._out) if self._out is not None else 0
+
+    # -- reading -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start reading (after the join, so the first frames see a member)."""
+        unread, self._unread = self._unread, b""
+        if unread and self.ws_state != CLOSED:
+            self._receive(unread)
+        if not self._held:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if not self._reading and self.ws_state != CLOSED:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_readable)
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(RECV_SIZE)
+        except _AGAIN:
+            return
+        except OSError:
+            self._teardown()
+            return
+        if not data:
+            self._teardown()
+        elif self.ws_state != DONE:  # after the close handshake, input is discarded until EOF
+            self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        self.last_seen = self._loop.time()
+        parser = self._parser
+        events = parser.feed(data)
+        if events:
+            self._dispatch(events, 0)
+        if parser.error is not None and not self._held:
+            self._fail(parser.error)
+
+    def _dispatch(self, events: list[tuple[int, str | bytes]], index: int) -> None:
+        for i in range(index, len(events)):
+            state = self.ws_state
+            if state >= DONE:
+                return
+            opcode, payload = events[i]
+            if opcode < frames.CLOSE:
+                if state != OPEN:
+                    continue  # after our close frame, data is read and dropped (RFC 6455 5.5.1)
+                try:
+                    result = self.on_message(payload)
+                except Exception:
+                    log.exception("message handler failed")
+                    self.close(1011, "internal error")
+                    continue
+                if result is not None:
+                    self._hold(result, events, i + 1)
+                    return
+            elif opcode == frames.PING:
+                assert isinstance(payload, bytes)
+                if state == OPEN:
+                    self._pong(payload)
+                self.on_ping(payload)
+            elif opcode == frames.PONG:
+                assert isinstance(payload, bytes)
+                self.on_pong(payload)
+            else:
+                assert isinstance(payload, bytes)
+                self._on_close_frame(payload)
+                return
+
+    def _hold(self, result: Awaitable[None], events: list[tuple[int, str | bytes]], index: int) -> None:
+        """Read nothing more until ``result`` is done, then carry on with the rest of ``events``."""
+        self._held = True
+        self._pause_reading()
+
+        def resume(done: asyncio.Future[None]) -> None:
+            self._held = False
+            if not done.cancelled() and done.exception() is not None:
+                log.error("message handler failed", exc_info=done.exception())
+                self.close(1011, "internal error")
+            if self.ws_state >= DONE:
+                return
+            self._dispatch(events, index)
+            if self._held:
+                return  # held again by a later message
+            if self._parser.error is not None:
+                self._fail(self._parser.error)
+            else:
+                self._resume_reading()
+
+        asyncio.ensure_future(result).add_done_callback(resume)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        try:
+            code, _reason = frames.parse_close(payload)
+        except frames.ProtocolError as exc:
+            self._fail(exc)
+            return
+        self.close_code = code
+        if self.ws_state == OPEN:
+            # Echo the code, as Tornado and browsers do; then the server closes TCP first.
+            self._send(frames.close_frame(code))
+        self._finish_closing()
+
+    def _fail(self, error: frames.ProtocolError) -> None:
+        if self.ws_state >= DONE:
+            return
+        log.info("protocol error: %s; closing with %d", error.reason, error.code)
+        self.close(error.code, error.reason)
+        self._finish_closing()
+
+    # -- writing -------------------------------------------------------------
+
+    def _pong(self, payload: bytes) -> None:
+        if self._out is None:
+            self._send(frames.encode(frames.PONG, payload))
+        else:
+            # Backed up: answer only the latest ping once the backlog drains (RFC 6455 5.5.3
+            # allows it), so a client that pings without reading cannot grow our buffer.
+            self._pending_pong = payload
+
+    def write(self, wire: bytes) -> None:
+        """Send one whole frame; dropped once the connection is closing."""
+        if self.ws_state == OPEN:
+            self._send(wire)
+
+    def _send(self, wire: bytes) -> None:
+        out = self._out
+        if out is None:
+            try:
+                sent = self._sock.send(wire)
+            except _AGAIN:
+                sent = 0
+            except OSError:
+                # Not inside the caller's loop (a broadcast, say): tear down on the next pass.
+                self._loop.call_soon(self._teardown)
+                return
+            if sent == len(wire):
+                return
+            self._out = out = bytearray(memoryview(wire)[sent:])
+            self._loop.add_writer(self._fd, self._on_writable)
+        else:
+            out += wire
+        if len(out) > self._out_limit and self.ws_state == OPEN:
+            self.on_slow()
+
+    def _on_writable(self) -> None:
+        out = self._out
+        if out is None:
+            return
+        try:
+            sent = self._sock.send(out)
+        except _AGAIN:
+            return
+        except OSError:
+            self._teardown()
+            return
+        del out[:sent]
+        if not out:
+            self._out = None
+            self._loop.remove_writer(self._fd)
+            pong, self._pending_pong = self._pending_pong, None
+            if pong is not None and self.ws_state == OPEN:
+                self._send(frames.encode(frames.PONG, pong))
+            if self.ws_state == DONE:
+                self._finish_closing()
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame; the socket closes when the peer answers, or after ``CLOSE_TIMEOUT``."""
+        if self.ws_state != OPEN:
+            return
+        self.ws_state = CLOSING
+        self.server_close_code = code
+        self._send(frames.close_frame(code, reason))
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._teardown)
+
+    def _finish_closing(self) -> None:
+        """The close handshake is over (or failed): close the socket once our last bytes are out."""
+        if self.ws_state < DONE:
+            self.ws_state = DONE
+            self.on_closed()  # the WebSocket is closed; only the socket's end is left
+        if self._close_timer is None:
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._teardown)
+        if self._out is not None:
+            return  # _on_writable comes back here when the bytes are out
+        if self._parser.error is None:
+            self._teardown()
+            return
+        # The peer broke the protocol and may still be sending: closing now with its bytes
+        # unread would reset the connection and could destroy our close frame on its side.
+        # Half-close instead, discard what it sends, and close on its EOF (or the timer).
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._teardown()
+            return
+        self._resume_reading()
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close handshake (as a dead network would)."""
+        self._teardown()
+
+    def _teardown(self) -> None:
+        state = self.ws_state
+        if state == CLOSED:
+            return
+        self.ws_state = CLOSED
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._pause_reading()
+        if self._out is not None:
+            self._out = None
+            self._loop.remove_writer(self._fd)
+        self._sock.close()
+        if state < DONE:
+            self.on_closed()

@@ -1,0 +1,194 @@
+"""RFC 6455 framing for the server side of a WebSocket. No I/O.
+
+:class:`FrameParser` turns the bytes a client sends into whole messages and
+control frames, enforcing what a server must (client frames masked, no
+reserved bits, control frames short and unfragmented, valid UTF-8 in text,
+valid close codes) and the message size limit. A violation raises
+:class:`ProtocolError` carrying the close code to fail the connection with.
+:func:`encode` builds unmasked server frames.
+
+Like the sans-I/O core of the ``websockets`` library: bytes in, events out,
+so every rule here is unit-tested without a socket.
+"""
+
+from __future__ import annotations
+
+import struct
+
+CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_DATA = (TEXT, BINARY)
+_CONTROL = (CLOSE, PING, PONG)
+_NO_MASK = b"\x00\x00\x00\x00"
+
+#: Close codes a peer may send (RFC 6455 section 7.4, the IANA registry, and the private range).
+_VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; fail the connection with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def encode(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame (servers never mask)."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return header + payload
+
+
+def close_frame(code: int | None, reason: str = "") -> bytes:
+    """A close frame; ``None`` sends no code (the reply to a close that had none)."""
+    if code is None:
+        return encode(CLOSE, b"")
+    # A control payload is at most 125 bytes: 2 for the code, 123 for the reason.
+    data = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return encode(CLOSE, struct.pack("!H", code) + data)
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """The code and reason of a received close frame (``None``: it had no code)."""
+    if not payload:
+        return None, ""
+    if len(payload) == 1:
+        raise ProtocolError(1002, "close frame with a 1-byte payload")
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _VALID_CLOSE and not 3000 <= code <= 4999:
+        raise ProtocolError(1002, "invalid close code")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(1007, "close reason is not UTF-8") from None
+    return code, reason
+
+
+def unmask(mask: bytes, data: bytes) -> bytes:
+    if mask == _NO_MASK or not data:
+        return data
+    n = len(data)
+    # XOR as one big integer: a C-speed loop over the whole payload, no per-byte Python.
+    key = (mask * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+class FrameParser:
+    """Incremental parser of client frames.
+
+    :meth:`feed` returns the complete events in the bytes so far, in order:
+    ``(TEXT, str)``, ``(BINARY, bytes)``, ``(PING, bytes)``, ``(PONG, bytes)``
+    and ``(CLOSE, bytes)`` (decode the last with :func:`parse_close`).
+    Fragmented messages come out whole. A violation stops parsing: the events
+    before it are still returned, and :attr:`error` says how to fail the
+    connection; the parser must not be fed again.
+    """
+
+    __slots__ = ("_buffer", "_fragment_opcode", "_fragment_size", "_fragments", "error", "max_message_size")
+
+    def __init__(self, max_message_size: int) -> None:
+        self.max_message_size = max_message_size
+        self._buffer = b""
+        self._fragments: list[bytes] | None = None
+        self._fragment_opcode = 0
+        self._fragment_size = 0
+        self.error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame or message."""
+        return len(self._buffer) + self._fragment_size
+
+    def feed(self, data: bytes) -> list[tuple[int, str | bytes]]:
+        if self._buffer:
+            data = self._buffer + data
+        events: list[tuple[int, str | bytes]] = []
+        try:
+            pos = self._parse(data, events)
+        except ProtocolError as exc:
+            self.error = exc
+            pos = len(data)
+        self._buffer = data[pos:] if pos < len(data) else b""
+        return events
+
+    def _parse(self, data: bytes, events: list[tuple[int, str | bytes]]) -> int:
+        """Append the complete events in ``data`` to ``events``; return the offset parsed up to."""
+        n = len(data)
+        pos = 0
+        while n - pos >= 2:
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            if b0 & 0x70:
+                raise ProtocolError(1002, "reserved bits set")
+            if not b1 & 0x80:
+                raise ProtocolError(1002, "client frames must be masked")
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            length = b1 & 0x7F
+            start = pos + 6
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                start = pos + 8
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                if length >> 63:
+                    raise ProtocolError(1002, "64-bit length with its top bit set")
+                start = pos + 14
+            if opcode >= 8:
+                if opcode not in _CONTROL:
+                    raise ProtocolError(1002, "unknown opcode")
+                if length > 125 or not fin:
+                    raise ProtocolError(1002, "control frames must be short and unfragmented")
+            elif opcode == CONTINUATION:
+                if self._fragments is None:
+                    raise ProtocolError(1002, "continuation frame without a message")
+            elif opcode not in _DATA:
+                raise ProtocolError(1002, "unknown opcode")
+            elif self._fragments is not None:
+                raise ProtocolError(1002, "new message inside a fragmented one")
+            if opcode < 8 and length + self._fragment_size > self.max_message_size:
+                # Refused from the header alone: the payload is never buffered.
+                raise ProtocolError(1009, "message too big")
+            end = start + length
+            if end > n:
+                break
+            payload = unmask(data[start - 4 : start], data[start:end])
+            pos = end
+            if opcode >= 8:
+                events.append((opcode, payload))
+            elif fin and opcode:
+                events.append(_message(opcode, payload))
+            else:
+                self._fragment(opcode, payload, fin, events)
+        return pos
+
+    def _fragment(self, opcode: int, payload: bytes, fin: int, events: list[tuple[int, str | bytes]]) -> None:
+        if self._fragments is None:
+            self._fragments = []
+            self._fragment_opcode = opcode
+        self._fragments.append(payload)
+        self._fragment_size += len(payload)
+        if fin:
+            whole = b"".join(self._fragments)
+            self._fragments = None
+            self._fragment_size = 0
+            events.append(_message(self._fragment_opcode, whole))
+
+
+def _message(opcode: int, payload: bytes) -> tuple[int, str | bytes]:
+    if opcode == BINARY:
+        return BINARY, payload
+    try:
+        return TEXT, payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(1007, "text message is not valid UTF-8") from None

@@ -1,0 +1,268 @@
+"""One member's connection: what its frames mean for the hub, and what the hub sends it.
+
+A :class:`Participant` is the hub's :class:`~tornado_ws.hub.Peer`. The handler
+(:mod:`tornado_ws.handlers`) upgrades the request, hands the socket to a
+Participant and authenticates; from then on the Participant limits, parses and
+publishes what the client sends, keeps the token's lifetime, and leaves the
+session when the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable
+
+from . import hooks
+from .auth import AuthError, Claims
+from .broker import BrokerUnavailable
+from .connection import WebSocketConnection
+from .errors import CloseCode, ErrorCode
+from .hub import Member
+from .limits import TokenBucket
+from .messages import (
+    PONG,
+    FrameError,
+    OutFrame,
+    Ping,
+    Refresh,
+    encode_data,
+    error_frame,
+    parse_client_frame,
+    refreshed_frame,
+)
+from .state import AppState
+
+log = logging.getLogger("tornado_ws")
+
+#: Receives everything, may send nothing.
+VIEWER_ROLE = "viewer"
+#: Close codes that may appear as a metric label; any other code a client sends is "other".
+_LABELLED_CLOSE_CODES = frozenset(int(c) for c in CloseCode) | {1005, 1006}
+#: An unmasked WebSocket ping with no payload, built once.
+PING_WIRE = b"\x89\x00"
+
+
+class Participant(WebSocketConnection):
+    """A connection that has joined (or is joining) one session."""
+
+    __slots__ = ("_bucket", "_control_bucket", "_expiry", "_ping_sent_at", "_slow", "claims", "member", "state")
+
+    def __init__(self, state: AppState, sock: socket.socket, *, unread: bytes = b"", unsent: bytes = b"") -> None:
+        config = state.config
+        super().__init__(
+            sock,
+            max_message_size=config.max_message_size,
+            max_outbound_buffer=config.max_outbound_buffer,
+            unread=unread,
+            unsent=unsent,
+        )
+        self.state = state
+        self.member: Member | None = None
+        self.claims: Claims | None = None
+        self._bucket: TokenBucket | None = None
+        self._control_bucket: TokenBucket | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._ping_sent_at: float | None = None
+        self._slow = False
+
+    def joined(self, member: Member, claims: Claims) -> None:
+        """Called by the handler once ``claims`` are verified, before the broker join."""
+        self.member = member
+        self.claims = claims
+        rate = self.state.config.rate_limit
+        if rate > 0:
+            burst = self.state.config.rate_burst
+            self._bucket = TokenBucket(rate, burst)
+            self._control_bucket = TokenBucket(10 * rate, 10 * burst)
+        self._schedule_expiry(claims)
+
+    # -- liveness (driven by the hub's sweeper) ---------------------------------
+
+    def keepalive(self, now: float, interval: float, timeout: float) -> None:
+        """Ping a quiet connection; drop one whose ping went unanswered for ``timeout``."""
+        if self._ping_sent_at is not None:
+            if self.last_seen > self._ping_sent_at:
+                self._ping_sent_at = None  # it spoke since: alive
+            elif now - self._ping_sent_at > timeout:
+                log.info("no pong within %.1fs; dropping conn=%s", timeout, self.member and self.member.connection_id)
+                self.abort()  # a dead peer will not answer a close handshake either
+            return
+        if now - self.last_seen >= interval:
+            self._ping_sent_at = now
+            self.write(PING_WIRE)
+
+    def on_pong(self, payload: bytes) -> None:
+        self._count_control_frame()
+
+    def on_ping(self, payload: bytes) -> None:
+        self._count_control_frame()
+
+    def _count_control_frame(self) -> None:
+        # Control frames never reach on_message, so --rate-limit does not see them; a
+        # flood of them is cut here (ten times the message rate, which no client needs).
+        if self._control_bucket is not None and not self._control_bucket.allow():
+            self.state.metrics.rate_limited += 1
+            self._control_bucket = None  # close once
+            self.close(CloseCode.POLICY_VIOLATION, "ping flood")
+
+    # -- token lifetime ------------------------------------------------------
+
+    def _schedule_expiry(self, claims: Claims) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if claims.expires_at is not None:
+            delay = claims.expires_at + self.state.config.jwt_leeway - time.time()
+            self._expiry = self._loop.call_later(max(0.0, delay), self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def _refresh(self, member: Member, token: str) -> None:
+        try:
+            claims = self.state.verifier.verify(token)
+        except AuthError as exc:
+            self.send(error_frame(ErrorCode.BAD_REFRESH, f"refresh refused: {exc.reason}"))
+            return
+        if (claims.org_id, claims.user_id) != (member.key.org_id, member.user_id):
+            self.send(error_frame(ErrorCode.BAD_REFRESH, "refresh token is for another user or organization"))
+            self.close(CloseCode.POLICY_VIOLATION, "bad refresh")
+            return
+        self._schedule_expiry(claims)
+        self.send(refreshed_frame(claims.expires_at))
+
+    # -- frames ---------------------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        # An awaitable holds this connection's next frames until it is done: per-sender order.
+        member, claims = self.member, self.claims
+        if member is None or claims is None or self._slow:
+            return None
+        if self._bucket is not None and not self._bucket.allow():
+            self.state.metrics.rate_limited += 1
+            self.send(error_frame(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped"))
+            return None
+        try:
+            frame = parse_client_frame(message)
+        except FrameError as exc:
+            self.send(error_frame(exc.code, exc.message))
+            return None
+        if isinstance(frame, Ping):
+            self.send(PONG)
+        elif isinstance(frame, Refresh):
+            self._refresh(member, frame.token)
+        elif VIEWER_ROLE in claims.roles:
+            self.send(error_frame(ErrorCode.FORBIDDEN, "viewers may not send messages"))
+        elif self.state.hooks.on_message is not None:
+            return self._publish_through_hook(member, claims, frame.data_json)
+        else:
+            return self._publish_fast(member, frame.data_json)
+        return None
+
+    def _publish_fast(self, member: Member, data_json: str) -> Awaitable[None] | None:
+        """Publish without a coroutine when the broker can do it synchronously (memory)."""
+        try:
+            started = time.perf_counter()
+            seq = self.state.broker.publish_now(
+                member.key, user_id=member.user_id, name=member.name, data_json=data_json
+            )
+        except Exception:
+            log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
+            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+            return None
+        if seq is None:
+            return self._publish(member, data_json)
+        self.state.metrics.messages_in += 1
+        self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
+        return None
+
+    async def _publish(self, member: Member, data_json: str) -> None:
+        try:
+            started = time.perf_counter()
+            await self.state.broker.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
+            self.state.metrics.messages_in += 1
+            self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
+        except BrokerUnavailable as exc:
+            log.warning("publish failed session=%s: %s", member.key.session_id, exc)
+            self.send(
+                error_frame(ErrorCode.UNAVAILABLE, "the message broker is unreachable; the frame was not delivered")
+            )
+        except Exception:
+            log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
+            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+
+    async def _publish_through_hook(self, member: Member, claims: Claims, data_json: str) -> None:
+        hook = self.state.hooks.on_message
+        assert hook is not None
+        data = json.loads(data_json)
+        try:
+            result = await hooks.call(hook, claims, member.key.session_id, data)
+            if result is not None:
+                data_json = encode_data(result)
+        except hooks.Reject as exc:
+            self.send(error_frame(exc.code, exc.message))
+            return
+        except Exception:
+            log.exception("on_message hook failed session=%s user=%s", member.key.session_id, member.user_id)
+            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+            return
+        if self.member is member:  # still connected after the hook
+            await self._publish(member, data_json)
+
+    # -- Peer --------------------------------------------------------------
+
+    def send(self, frame: OutFrame) -> None:
+        # Server frames are unmasked, so the bytes framed once serve every member.
+        if not self._slow:
+            wire = frame.wire
+            self.state.metrics.bytes_out += len(wire)
+            self.write(wire)
+
+    def on_slow(self) -> None:
+        if not self._slow:
+            self._slow = True
+            # Not inside the broadcast loop that called us: cut on the next loop pass.
+            self._loop.call_soon(self._cut_slow_consumer)
+
+    def _cut_slow_consumer(self) -> None:
+        member = self.member
+        self.state.metrics.slow_consumers += 1
+        if member is not None:
+            log.warning(
+                "slow consumer cut session=%s user=%s conn=%s",
+                member.key.session_id,
+                member.user_id,
+                member.connection_id,
+            )
+            hooks.spawn(self.state.broker.leave(member))
+        self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    # -- end -----------------------------------------------------------------
+
+    def on_closed(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        member = self.member
+        if member is None:
+            return
+        code = self.server_close_code or self.close_code or 1006
+        # Clients pick their own close codes: only known ones become label values.
+        self.state.metrics.disconnects.labels(str(code) if code in _LABELLED_CLOSE_CODES else "other").inc()
+        hooks.spawn(self.state.broker.leave(member))
+        self.member = None
+        if self.claims is not None and self.state.hooks.on_leave is not None:
+            hooks.spawn(hooks.observe(self.state.hooks.on_leave, "on_leave", self.claims, member.key.session_id))
+        log.info(
+            "disconnect session=%s org=%s user=%s conn=%s code=%s",
+            member.key.session_id,
+            member.key.org_id,
+            member.user_id,
+            member.connection_id,
+            code,
+        )
