@@ -13,6 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import SECRET, make_token, test_config
 from tornado_ws.auth import AuthError, TokenVerifier, algorithms_for_key, issue_token, load_public_key
@@ -132,3 +134,88 @@ def test_demo_secret_adds_hs256() -> None:
 def test_verifier_needs_a_key() -> None:
     with pytest.raises(ConfigError):
         TokenVerifier({})
+
+
+# -- the HMAC fast path gives PyJWT's answer, only faster -------------------------------------------
+
+
+def outcome(verify: Any, token: str) -> Any:
+    try:
+        return verify(token)
+    except AuthError as exc:
+        return ("refused", exc.reason)
+
+
+CLAIM_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "alice", "123", str(int(time.time()) + 60), "x" * 300]),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+TIME_VALUES = st.one_of(CLAIM_VALUES, st.integers(-120, 120).map(lambda d: int(time.time()) + d))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    valid_base=st.booleans(),
+    claims=st.fixed_dictionaries(
+        {},
+        optional={
+            "sub": CLAIM_VALUES,
+            "org": CLAIM_VALUES,
+            "name": CLAIM_VALUES,
+            "exp": TIME_VALUES,
+            "nbf": TIME_VALUES,
+            "iat": TIME_VALUES,
+            "jti": CLAIM_VALUES,
+            "roles": CLAIM_VALUES,
+            "sessions": CLAIM_VALUES,
+        },
+    ),
+    header=st.fixed_dictionaries(
+        {}, optional={"typ": st.sampled_from(["JWT", "jwt", 1]), "kid": st.text(max_size=3), "crit": st.just(["x"])}
+    ),
+    alg=st.sampled_from(["HS256", "HS384", "HS512", "none"]),
+    secret=st.sampled_from([SECRET, "another-secret-that-is-long-enough-for-hs512-" + "y" * 30]),
+    mangle=st.sampled_from(["none", "pad", "junk", "segments", "payload-not-object", "sig-bit"]),
+)
+def test_the_fast_path_agrees_with_pyjwt_on_every_token(
+    valid_base: bool, claims: dict[str, Any], header: dict[str, Any], alg: str, secret: str, mangle: str
+) -> None:
+    if valid_base:  # half the tokens are valid or nearly, so acceptance is compared too, not only refusals
+        near = {k: v for k, v in claims.items() if k in ("nbf", "iat", "jti") and isinstance(v, int | str)}
+        claims = {"sub": "alice", "org": "acme", "exp": int(time.time()) + 60, **near}
+        alg, mangle = ("HS256" if alg == "none" else alg), ("none" if mangle == "junk" else mangle)
+    keys = {"HS256": SECRET, "HS384": SECRET, "HS512": SECRET}
+    verifier = TokenVerifier(keys, leeway=5)
+    pyjwt_only = TokenVerifier(keys, leeway=5)
+    pyjwt_only._hmac_keys.clear()
+    head = b64(json.dumps({"alg": alg, **header}).encode())
+    body = b64(json.dumps(claims if mangle != "payload-not-object" else [claims]).encode())
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(alg, hashlib.sha256)
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), digest).digest()
+    if mangle == "sig-bit":
+        sig = bytes([sig[0] ^ 1]) + sig[1:]
+    token = f"{head}.{body}.{b64(sig)}"
+    if mangle == "pad":
+        token += "=" * (-len(b64(sig)) % 4 or 1)
+    elif mangle == "junk":
+        token = token[:5] + "!" + token[5:]
+    elif mangle == "segments":
+        token += ".x"
+    fast = outcome(verifier.verify, token)
+    assert fast == outcome(pyjwt_only.verify, token)
+    event("accepted" if not isinstance(fast, tuple) else "refused")
+
+
+def test_the_fast_path_is_taken_for_plain_tokens_and_off_with_audience_or_issuer() -> None:
+    token = make_token("alice")
+    plain = TokenVerifier.from_config(test_config())
+    assert plain._fast_payload(token) is not None
+    for extra in ({"jwt_audience": "app"}, {"jwt_issuer": "idp"}):
+        assert TokenVerifier.from_config(test_config(**extra))._fast_payload(token) is None
+    pem_like = TokenVerifier({"HS256": "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----"})
+    assert pem_like._fast_payload(token) is None  # PyJWT refuses such a secret; no shortcut around that

@@ -217,6 +217,21 @@ async def test_leave_is_idempotent(nodes: tuple[Broker, Broker]) -> None:
     assert peer(alice).types().count("user_left") == 1
 
 
+async def test_leave_now_leaves_at_once_or_does_nothing(nodes: tuple[Broker, Broker]) -> None:
+    a, _ = nodes
+    alice, bob = member("alice"), member("bob")
+    await a.join(alice)
+    await a.join(bob)
+    if a.leave_now(bob):  # done synchronously: alice already has user_left
+        assert peer(alice).types()[-1] == "user_left"
+        assert a.leave_now(bob)  # and idempotent
+    else:  # this broker needs I/O: nothing happened yet
+        assert "user_left" not in peer(alice).types()
+        await a.leave(bob)
+        await peer(alice).until(lambda p: "user_left" in p.types())
+    assert [p["user_id"] for p in (await a.presence(ROOM))["participants"]] == ["alice"]
+
+
 async def test_a_burst_of_concurrent_publishes_all_succeed(nodes: tuple[Broker, Broker]) -> None:
     a, _ = nodes  # more at once than redis-py's default pool (100) would allow
     seqs_got = await asyncio.gather(*(a.publish(ROOM, user_id="u", name=None, data_json=str(n)) for n in range(300)))

@@ -44,6 +44,10 @@ class Broker(abc.ABC):
         """
         return None
 
+    def leave_now(self, member: Member) -> bool:
+        """Leave synchronously when this broker can (no I/O); False means "use :meth:`leave`"."""
+        return False
+
     def has_room(self, key: SessionKey) -> bool:
         """False when ``key`` would be a new session over the org's session cap (per node)."""
         return self.registry.has_room(key)
@@ -78,6 +82,10 @@ class MemoryBroker(Broker):
 
     async def leave(self, member: Member) -> None:
         self.registry.leave(member)
+
+    def leave_now(self, member: Member) -> bool:
+        self.registry.leave(member)
+        return True
 
     async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
         return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tornado.httpserver import HTTPServer
+from tornado.http1connection import HTTP1ServerConnection
+from tornado.httpserver import HTTPServer, _HTTPRequestContext
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
@@ -44,10 +45,13 @@ class GuardedHTTPServer(HTTPServer):
         return max(8, soft - FD_RESERVE - upgraded)
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
-        before = set(self._connections)
-        super().handle_stream(stream, address)
-        for conn in self._connections - before:
-            self._order[conn] = None
+        # HTTPServer.handle_stream, keeping the new connection at hand (finding it in
+        # Tornado's set afterwards would copy that set on every accept).
+        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
+        conn = HTTP1ServerConnection(stream, self.conn_params, context)
+        self._connections.add(conn)
+        self._order[conn] = None
+        conn.start_serving(self)
         # Count what we track, not Tornado's set: a closed stream leaves that set only on a later
         # loop pass, so counting it would go on evicting until even the newest connection is gone.
         while len(self._order) > self._cap():

@@ -54,6 +54,7 @@ class _Upgrade(WebSocketProtocol13):
         except Exception:
             log.exception("open failed")
             participant.close(CloseCode.INTERNAL_ERROR, "internal error")
+        handler.ws_connection = None  # no handler <-> protocol cycle: both die by refcount now
         participant.start()
 
     def is_closing(self) -> bool:
@@ -82,6 +83,11 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             return None  # Tornado answers 426 with the version we speak
         params = _WebSocketParams(max_message_size=self.config.max_message_size)
         return _Upgrade(self, False, params)
+
+    def _break_cycles(self) -> None:
+        # WebSocketHandler keeps its UI-module cycle until on_close; ours is done with it at the
+        # 101, and breaking it lets the handler die by refcount instead of the cyclic collector.
+        self.ui = None  # type: ignore[assignment]
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # Tornado answers bad UTF-8 in the path with a 400 before the upgrade;

@@ -202,7 +202,7 @@ class Registry:
         )
         for frame in recovery.frames:
             member.peer.send(frame)
-        if first:
+        if first and len(session.members) > 1:  # nobody to tell in a room of one
             session.broadcast(self._presence_frame("user_joined", session, member), exclude=member)
         return recovery
 

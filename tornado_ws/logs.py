@@ -43,13 +43,10 @@ def request_summary(handler: RequestHandler) -> str:
 def log_request(handler: RequestHandler) -> None:
     """Application ``log_function``: Tornado's access line, minus the token."""
     status = handler.get_status()
-    if status < 400:
-        emit = access_log.info
-    elif status < 500:
-        emit = access_log.warning
-    else:
-        emit = access_log.error
-    emit("%d %s %.2fms", status, request_summary(handler), 1000.0 * handler.request.request_time())
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):  # redacting the URI costs more than the rest of a 101
+        summary = request_summary(handler)
+        access_log.log(level, "%d %s %.2fms", status, summary, 1000.0 * handler.request.request_time())
 
 
 class RedactingFilter(logging.Filter):

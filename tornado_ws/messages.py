@@ -82,10 +82,15 @@ def parse_json(text: str) -> Any:
         raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {str(exc)[:80]}") from None
 
 
+#: Built once: json.dumps with options constructs a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_COMPACT_STRICT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def encode_data(data: Any) -> str:
     """Canonical compact JSON of a payload; raises FrameError for what UTF-8 cannot carry."""
     try:
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _COMPACT_STRICT.encode(data)
         text.encode("utf-8")
     except RecursionError:
         raise FrameError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
@@ -142,7 +147,7 @@ class OutFrame:
 
 
 def _dumps(obj: dict[str, Any]) -> OutFrame:
-    return OutFrame(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    return OutFrame(_COMPACT.encode(obj))
 
 
 def participant(user_id: str, name: str | None) -> dict[str, str]:
@@ -196,7 +201,7 @@ def message_frame_parts(
     head = {"type": "message", "session_id": session_id, "user_id": user_id}
     if name is not None:
         head["name"] = name
-    prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
+    prefix = _COMPACT.encode(head)[:-1]
     return f'{prefix},"seq":', f',"ts":{ts!r},"data":{data_json}}}'
 
 

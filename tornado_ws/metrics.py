@@ -9,6 +9,7 @@ Label values come from fixed sets (reasons, close codes), never from input.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -47,6 +48,14 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(self))
+        self._disconnects_by_code: dict[str, Any] = {}
+
+    def count_disconnect(self, code_label: str) -> None:
+        # Counter.labels() hashes and locks on every call; one child per label, looked up once.
+        child = self._disconnects_by_code.get(code_label)
+        if child is None:
+            child = self._disconnects_by_code[code_label] = self.disconnects.labels(code_label)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -239,10 +239,15 @@ class Participant(WebSocketConnection):
                 member.user_id,
                 member.connection_id,
             )
-            hooks.spawn(self.state.broker.leave(member))
+            self._leave(member)
         self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     # -- end -----------------------------------------------------------------
+
+    def _leave(self, member: Member) -> None:
+        broker = self.state.broker
+        if not broker.leave_now(member):  # a Task per disconnect only when the broker needs I/O
+            hooks.spawn(broker.leave(member))
 
     def on_closed(self) -> None:
         if self._expiry is not None:
@@ -253,8 +258,8 @@ class Participant(WebSocketConnection):
             return
         code = self.server_close_code or self.close_code or 1006
         # Clients pick their own close codes: only known ones become label values.
-        self.state.metrics.disconnects.labels(str(code) if code in _LABELLED_CLOSE_CODES else "other").inc()
-        hooks.spawn(self.state.broker.leave(member))
+        self.state.metrics.count_disconnect(str(code) if code in _LABELLED_CLOSE_CODES else "other")
+        self._leave(member)
         self.member = None
         if self.claims is not None and self.state.hooks.on_leave is not None:
             hooks.spawn(hooks.observe(self.state.hooks.on_leave, "on_leave", self.claims, member.key.session_id))
