@@ -18,8 +18,8 @@ from tornado_ws.connection import WebSocketConnection
 class Recorder(WebSocketConnection):
     """Records what the connection reports; ``holds`` are returned from on_message in turn."""
 
-    def __init__(self, sock: socket.socket, **kwargs: int) -> None:
-        super().__init__(sock, max_message_size=kwargs.get("max_message_size", 1000), max_outbound_buffer=4096)
+    def __init__(self, sock: socket.socket, head: bytes = b"") -> None:
+        super().__init__(sock, max_message_size=1000, max_outbound_buffer=4096, head=head)
         self.messages: list[str | bytes] = []
         self.pongs: list[bytes] = []
         self.holds: list[asyncio.Future[None]] = []
@@ -244,3 +244,22 @@ async def test_backlog_is_kept_in_order_reported_slow_and_drained(
     # Pings that arrived while backed up get one pong, for the latest.
     assert await peer.frame() == (0xA, b"3")
     assert conn.pending_bytes == 0
+
+
+async def test_the_head_and_early_frames_wait_for_start_then_leave_together(
+    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
+) -> None:
+    a, b = pair
+    head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+    conn = Recorder(a, head=head)
+    conns.append(conn)
+    conn.write(b"\x81\x05hello")
+    conn.write(b"\x81\x00" * 2500)  # over max_outbound_buffer, but held back on purpose: not slow
+    with pytest.raises(BlockingIOError):
+        b.recv(100)  # nothing leaves before start()
+    assert conn.pending_bytes == len(head) + 7 + 5000 and conn.slow == 0
+    conn.start()
+    peer = Peer(b)
+    await peer._fill(len(head) + 7 + 5000)
+    assert peer.buffer == head + b"\x81\x05hello" + b"\x81\x00" * 2500
+    assert conn.slow == 0

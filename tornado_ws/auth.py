@@ -11,7 +11,6 @@ import base64
 import binascii
 import contextlib
 import dataclasses
-import hashlib
 import hmac
 import json
 import time
@@ -28,7 +27,7 @@ from .config import SYMMETRIC_ALGORITHMS, Config, ConfigError
 #: Longest ``sub``/``org``/``name`` accepted; ids travel in every frame.
 MAX_CLAIM_LENGTH = 256
 #: HMAC algorithms verified without PyJWT when the token is plain (see TokenVerifier._fast_payload).
-_HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+_HMAC_HASHES = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
 #: Header fields the fast path understands; anything else (crit, b64, ...) goes through PyJWT.
 _PLAIN_HEADER = frozenset(("alg", "typ", "kid"))
 
@@ -119,6 +118,7 @@ class TokenVerifier:
         # The fast path checks only what PyJWT checks with our options when no audience or
         # issuer is configured; with them, every token takes PyJWT's path.
         self._hmac_keys: dict[str, bytes] = {}
+        self._header_algs: dict[str, str] = {}
         if audience is None and issuer is None:
             for alg, key in self._keys.items():
                 if alg in _HMAC_HASHES and isinstance(key, str | bytes):
@@ -175,19 +175,21 @@ class TokenVerifier:
         parts = token.split(".")
         if len(parts) != 3:
             return None
+        head, body, signature = parts
+        alg = self._header_algs.get(head)
         try:
-            header = json.loads(_b64url(parts[0]))
-            if not isinstance(header, dict) or not header.keys() <= _PLAIN_HEADER:
+            if alg is None:
+                alg = self._plain_hmac_alg(head)
+                if alg is None:
+                    return None
+                if len(self._header_algs) < 64:  # issuers reuse a handful of headers: decode each once
+                    self._header_algs[head] = alg
+            signing_input = f"{head}.{body}".encode("ascii")
+            expected = base64.urlsafe_b64encode(hmac.digest(self._hmac_keys[alg], signing_input, _HMAC_HASHES[alg]))
+            # Comparing encoded forms also demands PyJWT's canonical, unpadded signature segment.
+            if not hmac.compare_digest(expected.rstrip(b"="), signature.encode("ascii")):
                 return None
-            alg = header.get("alg")
-            if not isinstance(alg, str) or alg not in self._hmac_keys:
-                return None
-            key = self._hmac_keys[alg]
-            signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-            digest = hmac.new(key, signing_input, _HMAC_HASHES[alg]).digest()
-            if not hmac.compare_digest(digest, _b64url(parts[2])):
-                return None
-            payload = json.loads(_b64url(parts[1]))
+            payload = json.loads(_b64url(body).decode("utf-8"))  # str: skips json's encoding sniffing
         except (ValueError, RecursionError):  # JSON, base64, non-ASCII (UnicodeError is a ValueError)
             return None
         if not isinstance(payload, dict) or payload.get("exp") is None:
@@ -205,6 +207,14 @@ class TokenVerifier:
             if claim in payload and not isinstance(payload[claim], str):
                 return None
         return payload
+
+    def _plain_hmac_alg(self, head: str) -> str | None:
+        """The algorithm of a header segment the fast path may take (see _fast_payload)."""
+        header = json.loads(_b64url(head).decode("utf-8"))
+        if not isinstance(header, dict) or not header.keys() <= _PLAIN_HEADER:
+            return None
+        alg = header.get("alg")
+        return alg if isinstance(alg, str) and alg in self._hmac_keys else None
 
     def _decode(self, token: str) -> dict[str, Any]:
         """Verify with PyJWT, mapping each refusal to a fixed reason."""

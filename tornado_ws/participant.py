@@ -51,14 +51,14 @@ class Participant(WebSocketConnection):
 
     __slots__ = ("_bucket", "_control_bucket", "_expiry", "_ping_sent_at", "_slow", "claims", "member", "state")
 
-    def __init__(self, state: AppState, sock: socket.socket, *, unread: bytes = b"", unsent: bytes = b"") -> None:
+    def __init__(self, state: AppState, sock: socket.socket, *, unread: bytes = b"", head: bytes = b"") -> None:
         config = state.config
         super().__init__(
             sock,
             max_message_size=config.max_message_size,
             max_outbound_buffer=config.max_outbound_buffer,
             unread=unread,
-            unsent=unsent,
+            head=head,
         )
         self.state = state
         self.member: Member | None = None
