@@ -263,3 +263,61 @@ async def test_the_head_and_early_frames_wait_for_start_then_leave_together(
     await peer._fill(len(head) + 7 + 5000)
     assert peer.buffer == head + b"\x81\x05hello" + b"\x81\x00" * 2500
     assert conn.slow == 0
+
+
+class Echo(Recorder):
+    """Writes every message back to itself and to ``others``, counting socket writes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.others: list[Echo] = []
+        self.sends = 0
+
+    def on_message(self, message: str | bytes) -> None:
+        super().on_message(message)
+        assert isinstance(message, str)
+        wire = b"\x81" + bytes([len(message)]) + message.encode()
+        for conn in (self, *self.others):
+            conn.write(wire)
+
+    def _send(self, wire: bytes) -> None:
+        self.sends += 1
+        super()._send(wire)
+
+
+async def test_messages_of_one_read_reach_each_recipient_in_one_write_in_order(
+    conns: list[WebSocketConnection],
+) -> None:
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        publisher, *watchers = [Echo(a) for a, _ in pairs]
+        publisher.others = watchers
+        conns.extend([publisher, *watchers])
+        for conn in conns:
+            conn.start()
+        peers = [Peer(b) for _, b in pairs]
+        for _, b in pairs:
+            b.setblocking(False)
+        await peers[0].send(b"".join(ws_frame(0x1, f"m{i}".encode()) for i in range(5)))
+        for peer in peers:
+            assert [await peer.frame() for _ in range(5)] == [(0x1, f"m{i}".encode()) for i in range(5)]
+        assert [conn.sends for conn in (publisher, *watchers)] == [1, 1, 1]  # not 5 each
+        # Alone in its read, a message goes out at once, as before.
+        await peers[0].send(ws_frame(0x1, b"solo"))
+        assert await peers[1].frame() == (0x1, b"solo")
+        assert watchers[0].sends == 2
+    finally:
+        for _, b in pairs:
+            b.close()
+
+
+async def test_a_close_in_the_same_read_goes_out_after_the_held_frames(
+    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
+) -> None:
+    conn = Echo(pair[0])
+    conns.append(conn)
+    conn.start()
+    peer = Peer(pair[1])
+    await peer.send(ws_frame(0x1, b"a") + ws_frame(0x1, b"b") + ws_frame(0x8, struct.pack("!H", 1000)))
+    assert [await peer.frame() for _ in range(3)] == [(0x1, b"a"), (0x1, b"b"), (0x8, struct.pack("!H", 1000))]
+    assert await peer.eof()

@@ -31,6 +31,11 @@ CLOSE_TIMEOUT = 5.0
 RECV_SIZE = 65536
 _AGAIN = (BlockingIOError, InterruptedError)
 
+#: While one read's several messages are dispatched, the connections written to (their frames
+#: wait in ``_held_writes``); None outside such a batch. Module-level and only ever set and
+#: cleared within one synchronous call, so it never spans event loops or loop iterations.
+_batch: list[WebSocketConnection] | None = None
+
 
 def adopt_stream(stream: Any) -> tuple[socket.socket, bytes, bytes]:
     """Take the socket out of a detached Tornado ``IOStream``.
@@ -62,6 +67,7 @@ class WebSocketConnection:
         "_corked",
         "_fd",
         "_held",
+        "_held_writes",
         "_loop",
         "_out",
         "_out_limit",
@@ -104,6 +110,7 @@ class WebSocketConnection:
         self._close_timer: asyncio.TimerHandle | None = None
         self._reading = False
         self._held = False
+        self._held_writes: list[bytes] | None = None
         self.ws_state = OPEN
         #: The code of the close frame the peer sent (None: none, or it had no code).
         self.close_code: int | None = None
@@ -182,10 +189,22 @@ class WebSocketConnection:
             self._receive(data)
 
     def _receive(self, data: bytes) -> None:
+        global _batch
         self.last_seen = self._loop.time()
         parser = self._parser
         events = parser.feed(data)
-        if events:
+        if len(events) > 1 and _batch is None:
+            # Several messages in one read (a busy publisher): each recipient gets all of
+            # its frames in one send() instead of one per message (docs/performance.md).
+            batch: list[WebSocketConnection] = []
+            _batch = batch
+            try:
+                self._dispatch(events, 0)
+            finally:
+                _batch = None
+                for conn in batch:
+                    conn._flush_held()
+        elif events:
             self._dispatch(events, 0)
         if parser.error is not None and not self._held:
             self._fail(parser.error)
@@ -251,6 +270,7 @@ class WebSocketConnection:
             return
         self.close_code = code
         if self.ws_state == OPEN:
+            self._flush_held()
             # Echo the code, as Tornado and browsers do; then the server closes TCP first.
             self._send(frames.close_frame(code))
         self._finish_closing()
@@ -265,6 +285,7 @@ class WebSocketConnection:
     # -- writing -------------------------------------------------------------
 
     def _pong(self, payload: bytes) -> None:
+        self._flush_held()
         if self._out is None:
             self._send(frames.encode(frames.PONG, payload))
         else:
@@ -274,8 +295,23 @@ class WebSocketConnection:
 
     def write(self, wire: bytes) -> None:
         """Send one whole frame; dropped once the connection is closing."""
-        if self.ws_state == OPEN:
+        if self.ws_state != OPEN:
+            return
+        if _batch is None:
             self._send(wire)
+        elif self._held_writes is None:
+            self._held_writes = [wire]
+            _batch.append(self)
+        else:
+            self._held_writes.append(wire)
+
+    def _flush_held(self) -> None:
+        """Send the frames held by a batch (before anything else goes out, to keep order)."""
+        held = self._held_writes
+        if held is not None:
+            self._held_writes = None
+            if self.ws_state != CLOSED:
+                self._send(held[0] if len(held) == 1 else b"".join(held))
 
     def _send(self, wire: bytes) -> None:
         out = self._out
@@ -324,6 +360,7 @@ class WebSocketConnection:
         """Send a close frame; the socket closes when the peer answers, or after ``CLOSE_TIMEOUT``."""
         if self.ws_state != OPEN:
             return
+        self._flush_held()
         self.ws_state = CLOSING
         self.server_close_code = code
         self._send(frames.close_frame(code, reason))
