@@ -12,11 +12,14 @@
   var CLOSE_MEANINGS = {
     1000: "normal closure",
     1001: "going away (server shutting down)",
+    1002: "protocol error",
     1005: "closed without a status",
     1006: "connection lost",
+    1007: "invalid UTF-8",
     1008: "policy violation (bad token or session id)",
     1009: "message too big",
     1011: "internal server error",
+    1012: "session restarted",
     1013: "try again later",
     4000: "no answer to ping",
     4001: "token expired",
@@ -25,7 +28,7 @@
     4008: "slow consumer (fell too far behind)"
   };
   /** Close codes after which retrying with the same credentials cannot work. */
-  var TERMINAL = { 1008: true, 1009: true, 4003: true, 4004: true };
+  var TERMINAL = { 1002: true, 1007: true, 1008: true, 1009: true, 4003: true, 4004: true };
   var SESSION_ID = /^[A-Za-z0-9._~:-]{1,128}$/;
 
   var BACKOFF_BASE_MS = 500;

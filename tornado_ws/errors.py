@@ -15,6 +15,8 @@ class CloseCode(enum.IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down: reconnect elsewhere
+    PROTOCOL_ERROR = 1002  # a frame broke RFC 6455 (unmasked, reserved bits, bad opcode...)
+    INVALID_DATA = 1007  # a text frame (or close reason) that is not UTF-8
     POLICY_VIOLATION = 1008  # bad token, bad session id: do not retry as-is
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
@@ -29,6 +31,8 @@ class CloseCode(enum.IntEnum):
 #: Codes after which reconnecting with the same credentials cannot succeed.
 TERMINAL_CLOSE_CODES = frozenset(
     {
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.INVALID_DATA,
         CloseCode.POLICY_VIOLATION,
         CloseCode.MESSAGE_TOO_BIG,
         CloseCode.KICKED,

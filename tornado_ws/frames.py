@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import struct
 
+from .errors import CloseCode
+
+_PROTOCOL = CloseCode.PROTOCOL_ERROR
+
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _DATA = (TEXT, BINARY)
 _CONTROL = (CLOSE, PING, PONG)
@@ -59,14 +63,14 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
     if not payload:
         return None, ""
     if len(payload) == 1:
-        raise ProtocolError(1002, "close frame with a 1-byte payload")
+        raise ProtocolError(_PROTOCOL, "close frame with a 1-byte payload")
     code = int.from_bytes(payload[:2], "big")
     if code not in _VALID_CLOSE and not 3000 <= code <= 4999:
-        raise ProtocolError(1002, "invalid close code")
+        raise ProtocolError(_PROTOCOL, "invalid close code")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError(1007, "close reason is not UTF-8") from None
+        raise ProtocolError(CloseCode.INVALID_DATA, "close reason is not UTF-8") from None
     return code, reason
 
 
@@ -125,9 +129,9 @@ class FrameParser:
             b0 = data[pos]
             b1 = data[pos + 1]
             if b0 & 0x70:
-                raise ProtocolError(1002, "reserved bits set")
+                raise ProtocolError(_PROTOCOL, "reserved bits set")
             if not b1 & 0x80:
-                raise ProtocolError(1002, "client frames must be masked")
+                raise ProtocolError(_PROTOCOL, "client frames must be masked")
             opcode = b0 & 0x0F
             fin = b0 & 0x80
             length = b1 & 0x7F
@@ -142,23 +146,23 @@ class FrameParser:
                     break
                 length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                 if length >> 63:
-                    raise ProtocolError(1002, "64-bit length with its top bit set")
+                    raise ProtocolError(_PROTOCOL, "64-bit length with its top bit set")
                 start = pos + 14
             if opcode >= 8:
                 if opcode not in _CONTROL:
-                    raise ProtocolError(1002, "unknown opcode")
+                    raise ProtocolError(_PROTOCOL, "unknown opcode")
                 if length > 125 or not fin:
-                    raise ProtocolError(1002, "control frames must be short and unfragmented")
+                    raise ProtocolError(_PROTOCOL, "control frames must be short and unfragmented")
             elif opcode == CONTINUATION:
                 if self._fragments is None:
-                    raise ProtocolError(1002, "continuation frame without a message")
+                    raise ProtocolError(_PROTOCOL, "continuation frame without a message")
             elif opcode not in _DATA:
-                raise ProtocolError(1002, "unknown opcode")
+                raise ProtocolError(_PROTOCOL, "unknown opcode")
             elif self._fragments is not None:
-                raise ProtocolError(1002, "new message inside a fragmented one")
+                raise ProtocolError(_PROTOCOL, "new message inside a fragmented one")
             if opcode < 8 and length + self._fragment_size > self.max_message_size:
                 # Refused from the header alone: the payload is never buffered.
-                raise ProtocolError(1009, "message too big")
+                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too big")
             end = start + length
             if end > n:
                 break
@@ -191,4 +195,4 @@ def _message(opcode: int, payload: bytes) -> tuple[int, str | bytes]:
     try:
         return TEXT, payload.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError(1007, "text message is not valid UTF-8") from None
+        raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
