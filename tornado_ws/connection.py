@@ -31,10 +31,13 @@ CLOSE_TIMEOUT = 5.0
 RECV_SIZE = 65536
 _AGAIN = (BlockingIOError, InterruptedError)
 
-#: While one read's several messages are dispatched, the connections written to (their frames
-#: wait in ``_held_writes``); None outside such a batch. Module-level and only ever set and
-#: cleared within one synchronous call, so it never spans event loops or loop iterations.
-_batch: list[WebSocketConnection] | None = None
+#: Per event loop, the connections whose frames wait for the loop's next pass (see ``write``).
+_held_by_loop: dict[asyncio.AbstractEventLoop, list[WebSocketConnection]] = {}
+
+
+def _flush_loop(loop: asyncio.AbstractEventLoop) -> None:
+    for conn in _held_by_loop.pop(loop, ()):
+        conn._flush_held()
 
 
 def adopt_stream(stream: Any) -> tuple[socket.socket, bytes, bytes]:
@@ -147,7 +150,8 @@ class WebSocketConnection:
     @property
     def pending_bytes(self) -> int:
         """Bytes written but not yet accepted by the kernel."""
-        return len(self._out) if self._out is not None else 0
+        held = sum(map(len, self._held_writes)) if self._held_writes is not None else 0
+        return held + (len(self._out) if self._out is not None else 0)
 
     # -- reading -------------------------------------------------------------
 
@@ -156,6 +160,7 @@ class WebSocketConnection:
         if self.ws_state == CLOSED:
             return
         if self._corked:
+            self._flush_held()  # the welcome, written during open(), joins the 101
             held, self._out, self._corked = self._out, None, False
             if held:
                 self._send(bytes(held))
@@ -189,22 +194,10 @@ class WebSocketConnection:
             self._receive(data)
 
     def _receive(self, data: bytes) -> None:
-        global _batch
         self.last_seen = self._loop.time()
         parser = self._parser
         events = parser.feed(data)
-        if len(events) > 1 and _batch is None:
-            # Several messages in one read (a busy publisher): each recipient gets all of
-            # its frames in one send() instead of one per message (docs/performance.md).
-            batch: list[WebSocketConnection] = []
-            _batch = batch
-            try:
-                self._dispatch(events, 0)
-            finally:
-                _batch = None
-                for conn in batch:
-                    conn._flush_held()
-        elif events:
+        if events:
             self._dispatch(events, 0)
         if parser.error is not None and not self._held:
             self._fail(parser.error)
@@ -294,19 +287,29 @@ class WebSocketConnection:
             self._pending_pong = payload
 
     def write(self, wire: bytes) -> None:
-        """Send one whole frame; dropped once the connection is closing."""
+        """Send one whole frame on this loop pass; dropped once the connection is closing.
+
+        Frames wait until the event loop's next pass and then leave in one send() per
+        connection: everything the pass published to a member (several messages read from
+        one publisher, or from several publishers of its session) costs one system call,
+        which is most of the price of a delivery (docs/performance.md).
+        """
         if self.ws_state != OPEN:
             return
-        if _batch is None:
-            self._send(wire)
-        elif self._held_writes is None:
-            self._held_writes = [wire]
-            _batch.append(self)
-        else:
-            self._held_writes.append(wire)
+        held = self._held_writes
+        if held is not None:
+            held.append(wire)
+            return
+        self._held_writes = [wire]
+        loop = self._loop
+        waiting = _held_by_loop.get(loop)
+        if waiting is None:
+            _held_by_loop[loop] = waiting = []
+            loop.call_soon(_flush_loop, loop)
+        waiting.append(self)
 
     def _flush_held(self) -> None:
-        """Send the frames held by a batch (before anything else goes out, to keep order)."""
+        """Send the frames waiting for the loop's next pass (first, when anything else goes out)."""
         held = self._held_writes
         if held is not None:
             self._held_writes = None

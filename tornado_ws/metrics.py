@@ -8,11 +8,12 @@ Label values come from fixed sets (reasons, close codes), never from input.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .hub import Registry
@@ -41,11 +42,8 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        self.fanout_seconds = Histogram(
-            "tornado_ws_broadcast_seconds",
-            "Time to sequence one message and hand it to every member's socket",
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
-            registry=self.registry,
+        self.fanout_seconds = PlainHistogram(
+            (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
         )
         self.registry.register(_LiveCollector(self))
         self._disconnects_by_code: dict[str, Any] = {}
@@ -59,6 +57,30 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PlainHistogram:
+    """Bucket counts as plain ints, exported at scrape time.
+
+    prometheus_client's Histogram takes a lock and walks every bucket on each observe;
+    with a publish every few microseconds in small rooms that was ~10 % of the CPU.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
 
 
 class _LiveCollector(Collector):
@@ -83,6 +105,9 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily("tornado_ws_bytes_out", "Bytes written to WebSocket peers", m.bytes_out)
         yield CounterMetricFamily(
             "tornado_ws_rate_limited_frames", "Client frames dropped by the rate limit", m.rate_limited
+        )
+        yield m.fanout_seconds.family(
+            "tornado_ws_broadcast_seconds", "Time to sequence one message and hand it to every member's socket"
         )
         yield CounterMetricFamily(
             "tornado_ws_slow_consumers",
