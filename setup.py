@@ -27,7 +27,8 @@ setup(
     extras_require={
         "test": TEST,
         "redis": ["redis>=5"],
-        "bench": ["websockets>=13", "py-spy>=0.3.14", "uvloop>=0.19"],  # the websockets peer, profiles, uvloop row
+        # the websockets peer, profiles, the uvloop and orjson rows
+        "bench": ["websockets>=13", "py-spy>=0.3.14", "uvloop>=0.19", "orjson>=3.9"],
     },
     entry_points={"console_scripts": ["tornado-ws=tornado_ws.cli:main"]},
     classifiers=[

@@ -113,7 +113,8 @@ class WebSocketConnection:
         self._close_timer: asyncio.TimerHandle | None = None
         self._reading = False
         self._held = False
-        self._held_writes: list[bytes] | None = None
+        # One frame as bytes, several as a list: most passes hold one frame per member.
+        self._held_writes: bytes | list[bytes] | None = None
         self.ws_state = OPEN
         #: The code of the close frame the peer sent (None: none, or it had no code).
         self.close_code: int | None = None
@@ -150,7 +151,8 @@ class WebSocketConnection:
     @property
     def pending_bytes(self) -> int:
         """Bytes written but not yet accepted by the kernel."""
-        held = sum(map(len, self._held_writes)) if self._held_writes is not None else 0
+        writes = self._held_writes
+        held = 0 if writes is None else len(writes) if isinstance(writes, bytes) else sum(map(len, writes))
         return held + (len(self._out) if self._out is not None else 0)
 
     # -- reading -------------------------------------------------------------
@@ -298,9 +300,12 @@ class WebSocketConnection:
             return
         held = self._held_writes
         if held is not None:
-            held.append(wire)
+            if isinstance(held, bytes):
+                self._held_writes = [held, wire]
+            else:
+                held.append(wire)
             return
-        self._held_writes = [wire]
+        self._held_writes = wire
         loop = self._loop
         waiting = _held_by_loop.get(loop)
         if waiting is None:
@@ -314,7 +319,7 @@ class WebSocketConnection:
         if held is not None:
             self._held_writes = None
             if self.ws_state != CLOSED:
-                self._send(held[0] if len(held) == 1 else b"".join(held))
+                self._send(held if isinstance(held, bytes) else b"".join(held))
 
     def _send(self, wire: bytes) -> None:
         out = self._out

@@ -126,6 +126,14 @@ PEERS: dict[str, Peer] = {
             note="the same server on uvloop's event loop (optional extra)",
         ),
         Peer(
+            "tornado-ws-orjson",
+            "tornado-ws + orjson",
+            _tornado_ws_argv("bench.peers.orjson_tornado_ws"),
+            verifies_jwt=True,
+            unavailable=_needs_module("orjson"),
+            note="the same server re-encoding message data with orjson (measured, not a dependency)",
+        ),
+        Peer(
             "tornado-ws-redis",
             "tornado-ws, Redis, 1 node",
             _tornado_ws_argv("tornado_ws", _redis_args),
