@@ -127,20 +127,16 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
 
 
 class OutFrame:
-    """A server frame: its JSON text, and its wire bytes built on first use."""
+    """A server frame: its JSON text and its wire bytes, the unmasked RFC 6455 text frame.
 
-    __slots__ = ("_wire", "text")
+    Framed once when built: a broadcast hands the same bytes to every member.
+    """
+
+    __slots__ = ("text", "wire")
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._wire: bytes | None = None
-
-    @property
-    def wire(self) -> bytes:
-        """The complete unmasked RFC 6455 text frame (server frames are never masked)."""
-        if self._wire is None:
-            self._wire = frames.encode(frames.TEXT, self.text.encode("utf-8"))
-        return self._wire
+        self.wire = frames.encode(frames.TEXT, text.encode("utf-8"))
 
     def __repr__(self) -> str:
         return f"OutFrame({self.text!r})"

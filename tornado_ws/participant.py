@@ -219,9 +219,12 @@ class Participant(WebSocketConnection):
     def send(self, frame: OutFrame) -> None:
         # Server frames are unmasked, so the bytes framed once serve every member.
         if not self._slow:
-            wire = frame.wire
-            self.state.metrics.bytes_out += len(wire)
-            self.write(wire)
+            self.write(frame.wire)
+
+    def _send(self, wire: bytes) -> None:
+        # Counted per socket write, not per frame: a write carries every frame of a loop pass.
+        self.state.metrics.bytes_out += len(wire)
+        super()._send(wire)
 
     def on_slow(self) -> None:
         if not self._slow:
