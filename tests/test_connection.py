@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,8 @@ from tornado_ws.connection import WebSocketConnection
 class Recorder(WebSocketConnection):
     """Records what the connection reports; ``holds`` are returned from on_message in turn."""
 
-    def __init__(self, sock: socket.socket, head: bytes = b"") -> None:
-        super().__init__(sock, max_message_size=1000, max_outbound_buffer=4096, head=head)
+    def __init__(self, sock: socket.socket, head: bytes = b"", unread: bytes = b"") -> None:
+        super().__init__(sock, max_message_size=1000, max_outbound_buffer=4096, head=head, unread=unread)
         self.messages: list[str | bytes] = []
         self.pongs: list[bytes] = []
         self.holds: list[asyncio.Future[None]] = []
@@ -82,29 +83,33 @@ class Peer:
         return False
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    b.setblocking(False)
-    yield a, b
-    b.close()
+Connect = Callable[..., tuple[Any, Peer]]
 
 
 @pytest.fixture
-def conns() -> Iterator[list[WebSocketConnection]]:
-    """Connections to abort after the test: a closed socket left in the selector would haunt the next one."""
-    made: list[WebSocketConnection] = []
-    yield made
-    for conn in made:
+def connect() -> Iterator[Connect]:
+    """``connect(cls=Recorder, **kwargs)``: a connection on one end of a socket pair, a raw peer on
+    the other. Aborted after the test: a closed socket left in the selector would haunt the next one."""
+    made: list[tuple[WebSocketConnection, socket.socket]] = []
+
+    def make(cls: type[Recorder] = Recorder, rcvbuf: int | None = None, **kwargs: Any) -> tuple[Any, Peer]:
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        if rcvbuf is not None:  # a small window on both sides: the connection backs up fast
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf)
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        conn = cls(a, **kwargs)
+        made.append((conn, b))
+        return conn, Peer(b)
+
+    yield make
+    for conn, b in made:
         conn.abort()
+        b.close()
 
 
-async def test_a_held_message_holds_the_frames_behind_it(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Recorder(pair[0])
-    conns.append(conn)
-    peer = Peer(pair[1])
+async def test_a_held_message_holds_the_frames_behind_it(connect: Connect) -> None:
+    conn, peer = connect()
     hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     conn.holds.append(hold)
     conn.start()
@@ -118,12 +123,8 @@ async def test_a_held_message_holds_the_frames_behind_it(
     assert conn.messages == ["one", "two", "three"]
 
 
-async def test_a_failed_held_message_closes_1011(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Recorder(pair[0])
-    conns.append(conn)
-    peer = Peer(pair[1])
+async def test_a_failed_held_message_closes_1011(connect: Connect) -> None:
+    conn, peer = connect()
     hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     conn.holds.append(hold)
     conn.start()
@@ -135,12 +136,8 @@ async def test_a_failed_held_message_closes_1011(
     assert conn.messages == ["one"]  # nothing after the failure is processed
 
 
-async def test_server_close_waits_for_the_peer_then_hangs_up(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Recorder(pair[0])
-    conns.append(conn)
-    peer = Peer(pair[1])
+async def test_server_close_waits_for_the_peer_then_hangs_up(connect: Connect) -> None:
+    conn, peer = connect()
     conn.start()
     conn.close(4000, "bye")
     assert await peer.frame() == (0x8, struct.pack("!H", 4000) + b"bye")
@@ -152,12 +149,8 @@ async def test_server_close_waits_for_the_peer_then_hangs_up(
     assert (conn.server_close_code, conn.close_code, conn.closed_calls) == (4000, 4000, 1)
 
 
-async def test_peer_close_is_echoed_then_the_server_hangs_up(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Recorder(pair[0])
-    conns.append(conn)
-    peer = Peer(pair[1])
+async def test_peer_close_is_echoed_then_the_server_hangs_up(connect: Connect) -> None:
+    conn, peer = connect()
     conn.start()
     await peer.send(ws_frame(0x8, struct.pack("!H", 1001) + b"away"))
     assert await peer.frame() == (0x8, struct.pack("!H", 1001))
@@ -167,12 +160,10 @@ async def test_peer_close_is_echoed_then_the_server_hangs_up(
 
 
 async def test_a_peer_that_never_answers_the_close_is_dropped(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection], monkeypatch: pytest.MonkeyPatch
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(connection_module, "CLOSE_TIMEOUT", 0.1)
-    conn = Recorder(pair[0])
-    conns.append(conn)
-    peer = Peer(pair[1])
+    conn, peer = connect()
     conn.start()
     conn.close(1001, "")
     assert (await peer.frame())[0] == 0x8
@@ -180,25 +171,18 @@ async def test_a_peer_that_never_answers_the_close_is_dropped(
     assert conn.closed_calls == 1 and conn.close_code is None
 
 
-async def test_end_of_stream_without_a_close_frame(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Recorder(pair[0])
-    conns.append(conn)
+async def test_end_of_stream_without_a_close_frame(connect: Connect) -> None:
+    conn, peer = connect()
     conn.start()
-    pair[1].close()
+    peer.sock.close()
     await asyncio.wait_for(conn.closed.wait(), TIMEOUT)
     assert (conn.close_code, conn.server_close_code, conn.closed_calls) == (None, None, 1)
     conn.abort()  # closing twice is harmless
     assert conn.closed_calls == 1
 
 
-async def test_a_protocol_error_closes_at_once_and_half_closes(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Recorder(pair[0])
-    conns.append(conn)
-    peer = Peer(pair[1])
+async def test_a_protocol_error_closes_at_once_and_half_closes(connect: Connect) -> None:
+    conn, peer = connect()
     conn.start()
     await peer.send(ws_frame(0x1, b"fine") + ws_frame(0x1, b"x", rsv=2) + ws_frame(0x1, b"ignored"))
     assert await peer.frame() == (0x8, struct.pack("!H", 1002) + b"reserved bits set")
@@ -206,33 +190,22 @@ async def test_a_protocol_error_closes_at_once_and_half_closes(
     assert await peer.eof()  # ...and the peer sees our FIN after the close frame, not a reset
     assert conn.messages == ["fine"]
     await peer.send(b"more garbage")  # discarded until the peer hangs up too
-    pair[1].shutdown(socket.SHUT_WR)
+    peer.sock.shutdown(socket.SHUT_WR)
     assert conn.closed_calls == 1
 
 
-async def test_unread_bytes_from_the_handshake_are_processed_first(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Recorder(pair[0])
-    conns.append(conn)
-    conn._unread = ws_frame(0x1, b"early")
+async def test_unread_bytes_from_the_handshake_are_processed_first(connect: Connect) -> None:
+    conn, peer = connect(unread=ws_frame(0x1, b"early"))
     conn.start()
-    await Peer(pair[1]).send(ws_frame(0x1, b"late"))
+    await peer.send(ws_frame(0x1, b"late"))
     while len(conn.messages) < 2:
         conn.got_message.clear()
         await asyncio.wait_for(conn.got_message.wait(), TIMEOUT)
     assert conn.messages == ["early", "late"]
 
 
-async def test_backlog_is_kept_in_order_reported_slow_and_drained(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    a, b = pair
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    conn = Recorder(a)
-    conns.append(conn)
-    peer = Peer(b)
+async def test_backlog_is_kept_in_order_reported_slow_and_drained(connect: Connect) -> None:
+    conn, peer = connect(rcvbuf=4096)
     conn.start()
     frames = [b"\x82\x7e" + struct.pack("!H", 1000) + bytes([i]) * 1000 for i in range(200)]
     for frame in frames:
@@ -248,20 +221,15 @@ async def test_backlog_is_kept_in_order_reported_slow_and_drained(
     assert conn.pending_bytes == 0
 
 
-async def test_the_head_and_early_frames_wait_for_start_then_leave_together(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    a, b = pair
+async def test_the_head_and_early_frames_wait_for_start_then_leave_together(connect: Connect) -> None:
     head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
-    conn = Recorder(a, head=head)
-    conns.append(conn)
+    conn, peer = connect(head=head)
     conn.write(b"\x81\x05hello")
     conn.write(b"\x81\x00" * 2500)  # over max_outbound_buffer, but held back on purpose: not slow
     with pytest.raises(BlockingIOError):
-        b.recv(100)  # nothing leaves before start()
+        peer.sock.recv(100)  # nothing leaves before start()
     assert conn.pending_bytes == len(head) + 7 + 5000 and conn.slow == 0
     conn.start()
-    peer = Peer(b)
     await peer._fill(len(head) + 7 + 5000)
     assert peer.buffer == head + b"\x81\x05hello" + b"\x81\x00" * 2500
     assert conn.slow == 0
@@ -287,39 +255,24 @@ class Echo(Recorder):
         super()._send(wire)
 
 
-async def test_messages_of_one_read_reach_each_recipient_in_one_write_in_order(
-    conns: list[WebSocketConnection],
-) -> None:
-    pairs = [socket.socketpair() for _ in range(3)]
-    try:
-        publisher, *watchers = [Echo(a) for a, _ in pairs]
-        publisher.others = watchers
-        conns.extend([publisher, *watchers])
-        for conn in conns:
-            conn.start()
-        peers = [Peer(b) for _, b in pairs]
-        for _, b in pairs:
-            b.setblocking(False)
-        await peers[0].send(b"".join(ws_frame(0x1, f"m{i}".encode()) for i in range(5)))
-        for peer in peers:
-            assert [await peer.frame() for _ in range(5)] == [(0x1, f"m{i}".encode()) for i in range(5)]
-        assert [conn.sends for conn in (publisher, *watchers)] == [1, 1, 1]  # not 5 each
-        # Alone in its read, a message goes out at once, as before.
-        await peers[0].send(ws_frame(0x1, b"solo"))
-        assert await peers[1].frame() == (0x1, b"solo")
-        assert watchers[0].sends == 2
-    finally:
-        for _, b in pairs:
-            b.close()
+async def test_the_frames_of_one_loop_pass_reach_each_recipient_in_one_write_in_order(connect: Connect) -> None:
+    (publisher, *watchers), peers = zip(*(connect(Echo) for _ in range(3)), strict=True)
+    publisher.others = watchers
+    for conn in (publisher, *watchers):
+        conn.start()
+    await peers[0].send(b"".join(ws_frame(0x1, f"m{i}".encode()) for i in range(5)))
+    for peer in peers:
+        assert [await peer.frame() for _ in range(5)] == [(0x1, f"m{i}".encode()) for i in range(5)]
+    assert [conn.sends for conn in (publisher, *watchers)] == [1, 1, 1]  # not 5 each
+    # A lone message goes out on the next pass all the same.
+    await peers[0].send(ws_frame(0x1, b"solo"))
+    assert await peers[1].frame() == (0x1, b"solo")
+    assert watchers[0].sends == 2
 
 
-async def test_a_close_in_the_same_read_goes_out_after_the_held_frames(
-    pair: tuple[socket.socket, socket.socket], conns: list[WebSocketConnection]
-) -> None:
-    conn = Echo(pair[0])
-    conns.append(conn)
+async def test_a_close_in_the_same_read_goes_out_after_the_held_frames(connect: Connect) -> None:
+    conn, peer = connect(Echo)
     conn.start()
-    peer = Peer(pair[1])
     await peer.send(ws_frame(0x1, b"a") + ws_frame(0x1, b"b") + ws_frame(0x8, struct.pack("!H", 1000)))
     assert [await peer.frame() for _ in range(3)] == [(0x1, b"a"), (0x1, b"b"), (0x8, struct.pack("!H", 1000))]
     assert await peer.eof()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.rawws import ws_frame
+from tests.rawws import PROTOCOL_VIOLATIONS, ws_frame
 from tornado_ws import frames
 from tornado_ws.frames import BINARY, CLOSE, PING, PONG, TEXT, FrameParser, ProtocolError
 
@@ -78,30 +78,31 @@ def test_utf8_is_checked_on_the_whole_message_not_per_fragment() -> None:
     assert feed_all(data)[0] == [(TEXT, "é")]
 
 
-VIOLATIONS = {
-    "unmasked": (ws_frame(0x1, b"x", mask=False), 1002),
-    "rsv1": (ws_frame(0x1, b"x", rsv=4), 1002),
-    "rsv3": (ws_frame(0x1, b"x", rsv=1), 1002),
-    "opcode 3": (ws_frame(0x3, b"x"), 1002),
-    "opcode 11": (ws_frame(0xB, b""), 1002),
-    "lone continuation": (ws_frame(0x0, b"x"), 1002),
-    "message inside a fragmented one": (ws_frame(0x1, b"a", fin=False) + ws_frame(0x2, b"b"), 1002),
-    "fragmented ping": (ws_frame(0x9, b"x", fin=False), 1002),
-    "ping over 125 bytes": (ws_frame(0x9, b"p" * 126), 1002),
-    "64-bit length with the top bit": (ws_frame(0x1, b"", length=2**63)[:10], 1002),
-    "bad utf-8": (ws_frame(0x1, b"\xff"), 1007),
-    "over the limit": (ws_frame(0x1, b"x" * (LIMIT + 1)), 1009),
-    "fragments over the limit": (ws_frame(0x1, b"x" * 600, fin=False) + ws_frame(0x0, b"x" * 401), 1009),
+OVER_THE_LIMIT = {
+    "over the limit": ws_frame(0x1, b"x" * (LIMIT + 1)),
+    "fragments over the limit": ws_frame(0x1, b"x" * 600, fin=False) + ws_frame(0x0, b"x" * 401),
 }
 
 
-@pytest.mark.parametrize("name", sorted(VIOLATIONS))
+@pytest.mark.parametrize("name", sorted(PROTOCOL_VIOLATIONS))
 def test_violations_stop_the_parser_with_the_close_code_rfc_6455_asks_for(name: str) -> None:
-    data, code = VIOLATIONS[name]
-    before = ws_frame(0x1, b"ok")
-    events, parser = feed_all(before + data + ws_frame(0x1, b"never"))
-    assert events == [(TEXT, "ok")]  # what came before the violation still counts
-    assert parser.error is not None and parser.error.code == code
+    data, code = PROTOCOL_VIOLATIONS[name]  # the same table the server is attacked with
+    events, parser = feed_all(ws_frame(0x1, b"ok") + data + ws_frame(0x1, b"never"))
+    assert events[0] == (TEXT, "ok")  # what came before the violation still counts
+    if parser.error is None:  # a close frame: its payload is judged by parse_close
+        ((opcode, payload),) = events[1:]
+        assert opcode == CLOSE and isinstance(payload, bytes)
+        with pytest.raises(ProtocolError) as info:
+            frames.parse_close(payload)
+        assert info.value.code == code
+    else:
+        assert events == [(TEXT, "ok")] and parser.error.code == code
+
+
+@pytest.mark.parametrize("name", sorted(OVER_THE_LIMIT))
+def test_a_message_over_the_limit_stops_the_parser_with_1009(name: str) -> None:
+    events, parser = feed_all(OVER_THE_LIMIT[name])
+    assert events == [] and parser.error is not None and parser.error.code == 1009
 
 
 def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:

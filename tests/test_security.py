@@ -46,7 +46,7 @@ from tests.conftest import (
     test_config,
     wait_for,
 )
-from tests.rawws import raw_upgrade, read_frame, text_frame, ws_frame
+from tests.rawws import PROTOCOL_VIOLATIONS, raw_upgrade, read_frame, text_frame, ws_frame
 from tornado_ws.config import Config
 from tornado_ws.errors import CloseCode
 from tornado_ws.handlers import SessionHandler
@@ -715,26 +715,6 @@ class TestStalledFragmentWithPongs:
 
 
 # -- protocol violations on a raw socket: cut at once --------------------------------------------
-
-#: Each violation and the close code RFC 6455 asks for: 1007 for bad UTF-8, 1002 for the rest.
-PROTOCOL_VIOLATIONS: dict[str, tuple[bytes, int]] = {
-    "text-frame-invalid-utf8": (ws_frame(0x1, b"\xff\xfe\xfd"), 1007),
-    "text-frame-truncated-utf8": (ws_frame(0x1, '"é'.encode()[:-1]), 1007),
-    "rsv1-compressed-without-negotiation": (ws_frame(0x1, b'{"type":"ping"}', rsv=4), 1002),
-    "rsv2-set": (ws_frame(0x1, b'{"type":"ping"}', rsv=2), 1002),
-    "rsv3-set": (ws_frame(0x1, b'{"type":"ping"}', rsv=1), 1002),
-    "reserved-data-opcode-3": (ws_frame(0x3, b"x"), 1002),
-    "reserved-control-opcode-11": (ws_frame(0xB, b""), 1002),
-    "continuation-without-start": (ws_frame(0x0, b"x"), 1002),
-    "new-message-inside-fragmented-one": (ws_frame(0x1, b'{"ty', fin=False) + ws_frame(0x1, b"x"), 1002),
-    "fragmented-ping": (ws_frame(0x9, b"x", fin=False), 1002),
-    "ping-payload-over-125": (ws_frame(0x9, b"p" * 126), 1002),
-    "close-with-invalid-utf8-reason": (ws_frame(0x8, b"\x03\xe8\xff\xfe"), 1007),
-    "close-with-invalid-code": (ws_frame(0x8, b"\x03\xed"), 1002),
-    "close-with-1-byte-payload": (ws_frame(0x8, b"\x03"), 1002),
-    "length-2**63-header": (ws_frame(0x1, b"", length=2**63)[:10], 1002),
-    "unmasked-frame": (ws_frame(0x1, b'{"type":"ping"}', mask=False), 1002),
-}
 
 
 @pytest.mark.parametrize("attack", sorted(PROTOCOL_VIOLATIONS))
