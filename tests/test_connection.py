@@ -276,3 +276,47 @@ async def test_a_close_in_the_same_read_goes_out_after_the_held_frames(connect: 
     await peer.send(ws_frame(0x1, b"a") + ws_frame(0x1, b"b") + ws_frame(0x8, struct.pack("!H", 1000)))
     assert [await peer.frame() for _ in range(3)] == [(0x1, b"a"), (0x1, b"b"), (0x8, struct.pack("!H", 1000))]
     assert await peer.eof()
+
+
+class Raising(Recorder):
+    def on_message(self, message: str | bytes) -> None:
+        super().on_message(message)
+        raise RuntimeError("handler bug")
+
+
+async def test_a_failing_message_handler_closes_1011_and_reads_nothing_after(connect: Connect) -> None:
+    conn, peer = connect(Raising)
+    conn.start()
+    await peer.send(ws_frame(0x1, b"one") + ws_frame(0x1, b"two"))
+    opcode, payload = await peer.frame()
+    assert (opcode, payload[:2]) == (0x8, struct.pack("!H", 1011))
+    assert conn.messages == ["one"]
+
+
+async def test_a_protocol_error_behind_a_held_message_waits_for_it(connect: Connect) -> None:
+    conn, peer = connect()
+    hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    conn.holds.append(hold)
+    conn.start()
+    await peer.send(ws_frame(0x1, b"one") + ws_frame(0x1, b"two") + ws_frame(0x1, b"x", mask=False))
+    await asyncio.wait_for(conn.got_message.wait(), TIMEOUT)
+    assert not conn.closing  # the violation is not judged before the held message is done
+    hold.set_result(None)
+    assert await peer.frame() == (0x8, struct.pack("!H", 1002) + b"client frames must be masked")
+    assert conn.messages == ["one", "two"]
+    assert await peer.eof()
+
+
+async def test_the_close_echo_waits_behind_a_backlog_then_the_socket_closes(connect: Connect) -> None:
+    conn, peer = connect(rcvbuf=4096)
+    conn.start()
+    big = b"\x82\x7e" + struct.pack("!H", 1000) + b"d" * 1000
+    for _ in range(40):
+        conn.write(big)
+    await asyncio.sleep(0)  # the loop pass that sends what it can
+    assert conn.pending_bytes > 0
+    await peer.send(ws_frame(0x8, struct.pack("!H", 1000)))
+    await asyncio.wait_for(conn.closed.wait(), TIMEOUT)  # the application hears at once
+    assert [await peer.frame() for _ in range(40)] == [(0x2, b"d" * 1000)] * 40
+    assert await peer.frame() == (0x8, struct.pack("!H", 1000))  # the echo comes after the backlog
+    assert await peer.eof()

@@ -362,3 +362,52 @@ class TestSilentPeer:
         await asyncio.sleep(1.0)  # five ping intervals: time itself is what is tested
         await bob.publish("still here")
         assert (await alice.recv_type("message"))["data"] == "still here"
+
+
+# -- the upgrade itself ---------------------------------------------------------------------------
+
+
+def _upgrade_request(port: int, path: str, version: str = "13") -> bytes:
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+    ).encode()
+
+
+async def test_an_unsupported_websocket_version_gets_426_naming_13(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(_upgrade_request(port, f"/ws/room?token={make_token('alice')}", version="8"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 426") and b"Sec-Websocket-Version: 13" in head
+    finally:
+        writer.close()
+
+
+async def test_frames_sent_right_behind_the_upgrade_request_are_answered_after_the_welcome(port: int) -> None:
+    from tests.rawws import read_frame, text_frame
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        request = _upgrade_request(port, f"/ws/room?token={make_token('alice')}")
+        writer.write(request + text_frame({"type": "ping"}) + text_frame({"type": "message", "data": 1}))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        frames = [json.loads((await read_frame(reader))[1]) for _ in range(3)]
+        assert [f["type"] for f in frames] == ["welcome", "pong", "message"]
+        assert frames[2]["seq"] == 1
+    finally:
+        writer.close()
+
+
+async def test_a_failure_inside_open_closes_1011_and_logs(
+    clients: Clients, app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(token: str | None) -> None:
+        raise RuntimeError("verifier bug")
+
+    monkeypatch.setattr(app.settings["state"].verifier, "verify", broken)
+    client = await clients.connect("room", make_token("alice"))
+    assert await client.closed_with() == (1011, "internal error")
+    assert any("open failed" in r.getMessage() for r in caplog.records)

@@ -161,6 +161,10 @@ async def test_redis_outage_is_reported_and_healed_without_restarts(
     code, body = await cluster.http(0, "GET", "/readyz", "")
     assert (code, body["status"]) == (503, "broker_unavailable")
     assert a.ws.state is websockets.protocol.State.OPEN and b.ws.state is websockets.protocol.State.OPEN
+    url = f"ws://127.0.0.1:{cluster.nodes[0].port}/ws/room?token={make_token('carol', 'acme')}"
+    late = Client(await websockets.connect(url, max_queue=None))  # a newcomer cannot join meanwhile
+    cluster.sockets.append(late)
+    assert await late.closed_with(timeout=10) == (1013, "unavailable; try again later")
     redis_server.start()  # same port, same data (AOF): the stream continues
     for node in cluster.nodes:
         await asyncio.wait_for(node.hub.broker.connected.wait(), 10)  # type: ignore[attr-defined]

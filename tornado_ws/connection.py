@@ -40,26 +40,21 @@ def _flush_loop(loop: asyncio.AbstractEventLoop) -> None:
         conn._flush_held()
 
 
-def adopt_stream(stream: Any) -> tuple[socket.socket, bytes, bytes]:
-    """Take the socket out of a detached Tornado ``IOStream``.
+def adopt_stream(stream: Any) -> tuple[socket.socket, bytes]:
+    """Take the socket out of a detached Tornado ``IOStream`` nothing was written to.
 
-    Returns the socket, the bytes already read past the HTTP request and any bytes
-    written to the stream but not yet sent. IOStream has no public way to give its
-    socket away, so this reads its buffers; the stream must not be used afterwards.
+    Returns the socket and the bytes already read past the HTTP request (a client may
+    send its first frames right behind the upgrade request). IOStream has no public way
+    to give its socket away, so this reads its buffer; the stream must not be used again.
     """
+    if len(stream._write_buffer):
+        raise RuntimeError("the stream has unsent bytes; adopt it before writing to it")
     sock: socket.socket = stream.socket
     stream.io_loop.remove_handler(sock)
     start = getattr(stream, "_read_buffer_pos", 0)  # Tornado < 6.5 kept an offset
-    size = stream._read_buffer_size
-    unread = bytes(stream._read_buffer[start : start + size])
-    pending = stream._write_buffer
-    unsent = bytearray()
-    while len(pending):
-        chunk = pending.peek(len(pending))
-        unsent += chunk
-        pending.advance(len(chunk))
+    unread = bytes(stream._read_buffer[start : start + stream._read_buffer_size])
     stream.socket = None  # so a stray close() of the stream cannot close our socket
-    return sock, unread, bytes(unsent)
+    return sock, unread
 
 
 class WebSocketConnection:
