@@ -1,9 +1,10 @@
 """The WebSocket endpoint ``/ws/<session_id>``: a thin adapter over the hub.
 
 ``get`` enforces the process-wide limits before the upgrade; Tornado checks the
-upgrade headers and the origin and sends the 101; then the socket is handed to
-a :class:`~tornado_ws.participant.Participant` (the hub's peer) and ``open``
-authenticates and joins. The handler, its request and Tornado's stream are
+upgrade headers and the origin; the handler writes the 101, hands the socket to a
+:class:`~tornado_ws.participant.Participant` (the hub's peer), and ``open``
+authenticates and joins. The 101 leaves with the welcome (or with a refusal's close
+frame) when ``open`` is done. The handler, its request and Tornado's stream are
 dropped after that: a connection costs only its Participant (docs/performance.md).
 """
 

@@ -5,8 +5,8 @@ the server). That is what makes the order total: ``publish`` takes the next
 seq and hands the one encoded frame to every member before it returns, so
 no two publishes can interleave their deliveries.
 
-Connections are reached through the :class:`Peer` protocol; the Tornado
-handler implements it, unit tests use plain recording objects.
+Connections are reached through the :class:`Peer` protocol; the server's
+``Participant`` implements it, unit tests use plain recording objects.
 """
 
 from __future__ import annotations
