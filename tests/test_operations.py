@@ -259,6 +259,17 @@ async def test_connection_closes_4001_when_its_token_expires(clients: Clients) -
     assert await client.closed_with(timeout=5) == (4001, "token expired")
 
 
+class TestExpiryWithoutPings:
+    @pytest.fixture
+    def config(self) -> Config:
+        return test_config(ping_interval=0)
+
+    async def test_the_once_a_second_sweep_still_closes_4001(self, clients: Clients) -> None:
+        client = await clients.connect("room", short_token())
+        assert (await client.recv())["type"] == "welcome"
+        assert await client.closed_with(timeout=5) == (4001, "token expired")
+
+
 async def _expires_in(token: str) -> float:
     import jwt
 

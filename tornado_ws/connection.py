@@ -40,21 +40,40 @@ def _flush_loop(loop: asyncio.AbstractEventLoop) -> None:
         conn._flush_held()
 
 
-def adopt_stream(stream: Any) -> tuple[socket.socket, bytes]:
+def adopt_stream(stream: Any) -> tuple[socket.socket, bytes, bool]:
     """Take the socket out of a detached Tornado ``IOStream`` nothing was written to.
 
-    Returns the socket and the bytes already read past the HTTP request (a client may
-    send its first frames right behind the upgrade request). IOStream has no public way
-    to give its socket away, so this reads its buffer; the stream must not be used again.
+    Returns the socket, the bytes already read past the HTTP request (a client may send
+    its first frames right behind the upgrade request), and whether the socket is still
+    registered for reading with the running asyncio loop (then the new owner's
+    ``add_reader`` replaces Tornado's reader in place: no epoll_ctl, no selector churn).
+    IOStream and Tornado's asyncio bridge have no public way to hand a socket over, so
+    this reads and edits their bookkeeping; the stream must not be used again.
     """
     if len(stream._write_buffer):
         raise RuntimeError("the stream has unsent bytes; adopt it before writing to it")
     sock: socket.socket = stream.socket
-    stream.io_loop.remove_handler(sock)
+    fd = sock.fileno()
+    io_loop = stream.io_loop
+    # Tornado's asyncio bridge (BaseAsyncIOLoop) keeps its own sets of registered fds.
+    readers: set[int] = getattr(io_loop, "readers", set())
+    writers: set[int] = getattr(io_loop, "writers", set())
+    handlers: dict[int, Any] = getattr(io_loop, "handlers", {})
+    registered = (
+        fd in readers
+        and fd not in writers
+        and fd in handlers
+        and getattr(io_loop, "selector_loop", None) is asyncio.get_running_loop()
+    )
+    if registered:
+        readers.discard(fd)
+        del handlers[fd]
+    else:
+        io_loop.remove_handler(sock)
     start = getattr(stream, "_read_buffer_pos", 0)  # Tornado < 6.5 kept an offset
     unread = bytes(stream._read_buffer[start : start + stream._read_buffer_size])
     stream.socket = None  # so a stray close() of the stream cannot close our socket
-    return sock, unread
+    return sock, unread, registered
 
 
 class WebSocketConnection:
@@ -88,6 +107,7 @@ class WebSocketConnection:
         max_outbound_buffer: int,
         unread: bytes = b"",
         head: bytes = b"",
+        registered: bool = False,
     ) -> None:
         if sock.getblocking():
             sock.setblocking(False)
@@ -116,6 +136,11 @@ class WebSocketConnection:
         #: The code of the close frame we sent first, if we did.
         self.server_close_code: int | None = None
         self.last_seen = self._loop.time()
+        if registered:
+            # The fd still has Tornado's reader on this loop: point it at a placeholder now
+            # (in place, no system call) and at _on_readable in start().
+            self._loop.add_reader(self._fd, self._pause_reading)
+            self._reading = True
 
     # -- to be implemented by the subclass -------------------------------------------
 
@@ -161,6 +186,8 @@ class WebSocketConnection:
             held, self._out, self._corked = self._out, None, False
             if held:
                 self._send(bytes(held))
+        if self._reading:  # the reader inherited at adoption: take it over in place
+            self._loop.add_reader(self._fd, self._on_readable)
         unread, self._unread = self._unread, b""
         if unread and self.ws_state != CLOSED:
             self._receive(unread)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+import time
 from typing import Any
 
 import tornado.web
@@ -135,10 +136,11 @@ class Hub:
             self._sweeper = PeriodicCallback(self._expire, EXPIRE_EVERY_MS)
             self._sweeper.start()
         interval, timeout = self.config.ping_interval, self.config.ping_timeout
-        if self._pinger is None and interval > 0:
-            # One timer for every connection; ticks often enough to honour the timeout.
-            tick = max(0.05, min(interval, timeout or interval) / 2)
-            self._pinger = PeriodicCallback(self._keepalive, tick * 1000)
+        if self._pinger is None:
+            # One timer for every connection (pings and token expiry); ticks often enough to
+            # honour the ping timeout, and at least every second for expiry.
+            tick = max(0.05, min(interval, timeout or interval) / 2) if interval > 0 else 1.0
+            self._pinger = PeriodicCallback(self._keepalive, min(tick, 1.0) * 1000)
             self._pinger.start()
 
     def _expire(self) -> None:
@@ -146,12 +148,13 @@ class Hub:
 
     def _keepalive(self) -> None:
         now = asyncio.get_running_loop().time()  # the clock Participant.last_seen uses
+        wall = time.time()  # the clock of a token's exp
         interval = self.config.ping_interval
         timeout = min(self.config.ping_timeout or interval, interval)
         for member in list(self.registry.members()):
             peer = member.peer
             if isinstance(peer, Participant):
-                peer.keepalive(now, interval, timeout)
+                peer.keepalive(now, wall, interval, timeout)
 
     def stop(self) -> None:
         for timer in (self._sweeper, self._pinger):

@@ -51,9 +51,11 @@ class _Upgrade(WebSocketProtocol13):
         accept = self._challenge_response(handler)
         response = _SWITCHING + accept.encode("ascii") + b"\r\n\r\n"
         handler.set_status(101)
-        sock, unread = adopt_stream(handler.detach())
+        sock, unread, registered = adopt_stream(handler.detach())
         handler.application.log_request(handler)
-        participant = handler.participant = Participant(handler.state, sock, unread=unread, head=response)
+        participant = handler.participant = Participant(
+            handler.state, sock, unread=unread, head=response, registered=registered
+        )
         try:
             await handler.open(*handler.open_args, **handler.open_kwargs)
         except Exception:
@@ -123,7 +125,10 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
-        return self.get_query_argument("token", None)
+        # The raw value: get_query_argument's decoding and control-character scrub cost more
+        # than the rest of this method, and a token is ASCII or it is invalid anyway.
+        values = self.request.query_arguments.get("token")
+        return values[-1].decode("utf-8", "replace").strip() if values else None
 
     def _refuse(self, session_id: str, code: int, reason: str, label: str) -> None:
         self.state.metrics.refused.labels(label).inc()

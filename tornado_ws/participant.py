@@ -9,7 +9,6 @@ session when the socket closes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
@@ -49,9 +48,11 @@ PING_WIRE = b"\x89\x00"
 class Participant(WebSocketConnection):
     """A connection that has joined (or is joining) one session."""
 
-    __slots__ = ("_bucket", "_control_bucket", "_expiry", "_ping_sent_at", "_slow", "claims", "member", "state")
+    __slots__ = ("_bucket", "_control_bucket", "_expires_at", "_ping_sent_at", "_slow", "claims", "member", "state")
 
-    def __init__(self, state: AppState, sock: socket.socket, *, unread: bytes = b"", head: bytes = b"") -> None:
+    def __init__(
+        self, state: AppState, sock: socket.socket, *, unread: bytes = b"", head: bytes = b"", registered: bool = False
+    ) -> None:
         config = state.config
         super().__init__(
             sock,
@@ -59,13 +60,15 @@ class Participant(WebSocketConnection):
             max_outbound_buffer=config.max_outbound_buffer,
             unread=unread,
             head=head,
+            registered=registered,
         )
         self.state = state
         self.member: Member | None = None
         self.claims: Claims | None = None
         self._bucket: TokenBucket | None = None
         self._control_bucket: TokenBucket | None = None
-        self._expiry: asyncio.TimerHandle | None = None
+        #: When the token (plus leeway) runs out, in time.time(); the hub's sweep closes us then.
+        self._expires_at: float | None = None
         self._ping_sent_at: float | None = None
         self._slow = False
 
@@ -82,8 +85,15 @@ class Participant(WebSocketConnection):
 
     # -- liveness (driven by the hub's sweeper) ---------------------------------
 
-    def keepalive(self, now: float, interval: float, timeout: float) -> None:
-        """Ping a quiet connection; drop one whose ping went unanswered for ``timeout``."""
+    def keepalive(self, now: float, wall: float, interval: float, timeout: float) -> None:
+        """Close on token expiry (4001); ping a quiet connection; drop one whose ping went
+        unanswered for ``timeout``. ``interval`` 0: no pings."""
+        if self._expires_at is not None and wall >= self._expires_at:
+            self._expires_at = None
+            self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+            return
+        if interval <= 0:
+            return
         if self._ping_sent_at is not None:
             if self.last_seen > self._ping_sent_at:
                 self._ping_sent_at = None  # it spoke since: alive
@@ -112,16 +122,11 @@ class Participant(WebSocketConnection):
     # -- token lifetime ------------------------------------------------------
 
     def _schedule_expiry(self, claims: Claims) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        if claims.expires_at is not None:
-            delay = claims.expires_at + self.state.config.jwt_leeway - time.time()
-            self._expiry = self._loop.call_later(max(0.0, delay), self._expire)
-
-    def _expire(self) -> None:
-        self._expiry = None
-        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+        # Checked by the hub's once-a-second sweep rather than a timer per connection.
+        if claims.expires_at is None:
+            self._expires_at = None
+        else:
+            self._expires_at = claims.expires_at + self.state.config.jwt_leeway
 
     def _refresh(self, member: Member, token: str) -> None:
         try:
@@ -253,9 +258,6 @@ class Participant(WebSocketConnection):
             hooks.spawn(broker.leave(member))
 
     def on_closed(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
         member = self.member
         if member is None:
             return

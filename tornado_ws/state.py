@@ -44,4 +44,7 @@ class AppState:
         """Connect the broker once, on the running loop (the first connection or API call does it)."""
         if self._started is None:
             self._started = asyncio.ensure_future(self.broker.start())
+        elif self._started.done():
+            self._started.result()  # every handshake comes here: no shield Future once started
+            return
         await asyncio.shield(self._started)
