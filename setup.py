@@ -23,7 +23,9 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["tornado_ws", "tornado_ws.*"]),
     package_data={"tornado_ws": ["py.typed"]},
-    install_requires=["tornado>=6.4", "pyjwt[crypto]>=2.8", "prometheus-client>=0.20"],
+    # Tornado below 7: the upgrade hands the socket over using IOStream and asyncio-bridge
+    # internals (tornado_ws/connection.py: adopt_stream), checked on every connection by the tests.
+    install_requires=["tornado>=6.4,<7", "pyjwt[crypto]>=2.8", "prometheus-client>=0.20"],
     extras_require={
         "test": TEST,
         "redis": ["redis>=5"],

@@ -320,6 +320,9 @@ class WebSocketConnection:
         """
         if self.ws_state != OPEN:
             return
+        if self._corked:  # before start(): straight behind the 101, no loop pass to wait for
+            self._out += wire  # type: ignore[operator]
+            return
         held = self._held_writes
         if held is not None:
             if isinstance(held, bytes):
