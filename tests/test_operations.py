@@ -265,9 +265,13 @@ class TestExpiryWithoutPings:
         return test_config(ping_interval=0)
 
     async def test_the_once_a_second_sweep_still_closes_4001(self, clients: Clients) -> None:
+        stays, _ = await clients.join("room", "bob")  # a 10-minute token
         client = await clients.connect("room", short_token())
         assert (await client.recv())["type"] == "welcome"
         assert await client.closed_with(timeout=5) == (4001, "token expired")
+        assert (await stays.recv_type("user_left"))["user_id"] == "alice"
+        await stays.send({"type": "ping"})
+        assert (await stays.recv())["type"] == "pong"  # swept too, and still connected
 
 
 async def _expires_in(token: str) -> float:
