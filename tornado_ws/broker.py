@@ -81,7 +81,7 @@ class MemoryBroker(Broker):
         return self.registry.join(member, epoch=epoch, since=since)
 
     async def leave(self, member: Member) -> None:
-        self.registry.leave(member)
+        self.leave_now(member)
 
     def leave_now(self, member: Member) -> bool:
         self.registry.leave(member)

@@ -128,8 +128,9 @@ class WebSocketConnection:
         self._close_timer: asyncio.TimerHandle | None = None
         self._reading = False
         self._held = False
-        # One frame as bytes, several as a list: most passes hold one frame per member.
-        self._held_writes: bytes | list[bytes] | None = None
+        # One frame as bytes, several as a list: most passes hold one frame per member. Before
+        # start(), an unscheduled list: what open() writes waits there for start() to send.
+        self._held_writes: bytes | list[bytes] | None = [] if head else None
         self.ws_state = OPEN
         #: The code of the close frame the peer sent (None: none, or it had no code).
         self.close_code: int | None = None
@@ -319,9 +320,6 @@ class WebSocketConnection:
         which is most of the price of a delivery (docs/performance.md).
         """
         if self.ws_state != OPEN:
-            return
-        if self._corked:  # before start(): straight behind the 101, no loop pass to wait for
-            self._out += wire  # type: ignore[operator]
             return
         held = self._held_writes
         if held is not None:
