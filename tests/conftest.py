@@ -23,7 +23,9 @@ from websockets.asyncio.client import ClientConnection
 
 from tornado_ws.app import make_app
 from tornado_ws.config import Config
+from tornado_ws.guard import GuardedHTTPServer
 from tornado_ws.handlers import SessionHandler
+from tornado_ws.server import HEADER_TIMEOUT
 
 # Our own test plugin, loaded the way applications opt in (`-p tornado_ws.testing`), but from
 # here so that coverage, which starts before conftest files load, measures it.
@@ -110,6 +112,22 @@ def app(config: Config) -> Iterator[tornado.web.Application]:
     if SessionHandler.registry is not None:
         SessionHandler.registry.reset()
     SessionHandler.registry = None
+
+
+@pytest.fixture
+def http_server(
+    request: pytest.FixtureRequest, io_loop: IOLoop, http_server_port: tuple[socket.socket, int]
+) -> Iterator[GuardedHTTPServer]:
+    """pytest-tornasync's server fixture, but the server the CLI runs (guard.py: the upgrade fast
+    path and the half-open guard); tornado_ws.testing.HubServer keeps Tornado's own HTTPServer."""
+    application = request.getfixturevalue(request.config.option.app_fixture)
+    server = GuardedHTTPServer(
+        application, registry=application.settings.get("registry"), idle_connection_timeout=HEADER_TIMEOUT
+    )
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=request.config.option.async_test_timeout)
 
 
 @pytest.fixture

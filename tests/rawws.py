@@ -72,19 +72,21 @@ async def raw_connect(port: int, rcvbuf: int | None = None) -> tuple[asyncio.Str
     return await asyncio.open_connection(sock=sock)
 
 
+def upgrade_request(port: int, path: str, version: str = "13", extra: str = "") -> bytes:
+    """A WebSocket upgrade request head, whole; ``extra`` is more header lines (each ending CRLF)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n{extra}\r\n"
+    ).encode()
+
+
 async def raw_upgrade(
     port: int, session: str, token: str, *, rcvbuf: int | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]]:
     """A hand-made WebSocket handshake; returns the streams and the welcome frame."""
     reader, writer = await raw_connect(port, rcvbuf)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws/{session}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
+    writer.write(upgrade_request(port, f"/ws/{session}?token={token}"))
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
     assert head.startswith(b"HTTP/1.1 101"), head
     opcode, payload = await read_frame(reader)

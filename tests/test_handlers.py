@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import SECRET, Clients, make_token, test_config, wait_for
-from tests.rawws import raw_upgrade
+from tests.rawws import raw_upgrade, upgrade_request
 from tornado_ws.config import Config
 from tornado_ws.hub import Registry, SessionKey
 
@@ -367,18 +367,10 @@ class TestSilentPeer:
 # -- the upgrade itself ---------------------------------------------------------------------------
 
 
-def _upgrade_request(port: int, path: str, version: str = "13") -> bytes:
-    key = base64.b64encode(b"0123456789abcdef").decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
-    ).encode()
-
-
 async def test_an_unsupported_websocket_version_gets_426_naming_13(port: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(_upgrade_request(port, f"/ws/room?token={make_token('alice')}", version="8"))
+        writer.write(upgrade_request(port, f"/ws/room?token={make_token('alice')}", version="8"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 426") and b"Sec-Websocket-Version: 13" in head
     finally:
@@ -390,7 +382,7 @@ async def test_frames_sent_right_behind_the_upgrade_request_are_answered_after_t
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        request = _upgrade_request(port, f"/ws/room?token={make_token('alice')}")
+        request = upgrade_request(port, f"/ws/room?token={make_token('alice')}")
         writer.write(request + text_frame({"type": "ping"}) + text_frame({"type": "message", "data": 1}))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101")

@@ -5,10 +5,17 @@ when the process runs out of file descriptors its accept loop spins on EMFILE
 (logging each failure) while nobody else can connect. This server keeps such
 connections under the descriptor limit, evicting the oldest, and pauses
 ``accept()`` briefly on EMFILE instead of spinning (docs/security.md, F3).
+
+It also peeks at a new connection's first bytes before Tornado sees it: a whole
+WebSocket upgrade request for ``/ws/…`` is consumed and routed over an
+:class:`~tornado_ws.upgrade.UpgradeConnection` (the handshake's fast path,
+docs/performance.md); anything else reaches Tornado's HTTP/1 connection untouched,
+since nothing was read, and is answered as always.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import resource
@@ -17,12 +24,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tornado import gen
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer, _HTTPRequestContext
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
 from .hub import Registry
+from .upgrade import PEEK_SIZE, UpgradeConnection, parse_upgrade_head
 
 log = logging.getLogger("tornado_ws")
 
@@ -33,10 +42,19 @@ ACCEPT_BATCH = 128
 
 
 class GuardedHTTPServer(HTTPServer):
-    def initialize(self, *args: Any, registry: Registry | None = None, **kwargs: Any) -> None:
+    def initialize(
+        self, *args: Any, registry: Registry | None = None, upgrade_prefix: str = "/ws/", **kwargs: Any
+    ) -> None:
         super().initialize(*args, **kwargs)
         self._registry = registry
-        self._order: dict[Any, None] = {}  # not-yet-upgraded connections, oldest first
+        # Upgrade requests under this path take the fast path; the WebSocket route's refusals
+        # are all short, which UpgradeConnection relies on.
+        self._upgrade_prefix = upgrade_prefix.encode()
+        # Not-yet-upgraded connections, oldest first, each with what closes it.
+        self._order: dict[Any, Callable[[], None]] = {}
+        # Accepted sockets that have sent nothing yet: fd -> (socket, address, accepted at).
+        self._waiting: dict[int, tuple[socket.socket, Any, float]] = {}
+        self._sweeping = False
         self._last_warning = 0.0
 
     def _cap(self) -> int:
@@ -50,18 +68,102 @@ class GuardedHTTPServer(HTTPServer):
         context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
         conn = HTTP1ServerConnection(stream, self.conn_params, context)
         self._connections.add(conn)
-        self._order[conn] = None
+        self._order[conn] = stream.close
         conn.start_serving(self)
+        self._evict()
+
+    def _evict(self) -> None:
         # Count what we track, not Tornado's set: a closed stream leaves that set only on a later
         # loop pass, so counting it would go on evicting until even the newest connection is gone.
         while len(self._order) > self._cap():
             oldest = next(iter(self._order))
-            self._order.pop(oldest)
-            oldest.stream.close()
+            self._order.pop(oldest)()
 
     def on_close(self, server_conn: object) -> None:
         self._order.pop(server_conn, None)
         super().on_close(server_conn)
+
+    async def close_all_connections(self) -> None:
+        for fd in list(self._waiting):
+            self._drop_waiting(fd)
+        await super().close_all_connections()
+
+    # -- before Tornado: the peek at a new connection's first bytes -------------------
+
+    def _take(self, sock: socket.socket, address: Any) -> None:
+        sock.setblocking(False)
+        if self._peek(sock, address, registered=False):
+            return
+        # The request is usually there at accept(); when not, wait for it without a timer per
+        # connection: one sweep a second closes what stays silent past the header timeout.
+        loop = asyncio.get_running_loop()
+        fd = sock.fileno()
+        self._waiting[fd] = (sock, address, loop.time())
+        self._order[fd] = lambda: self._drop_waiting(fd)
+        loop.add_reader(fd, self._on_first_bytes, fd)
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(1.0, self._sweep)
+        self._evict()
+
+    def _on_first_bytes(self, fd: int) -> None:
+        sock, address, _ = self._waiting[fd]
+        if self._peek(sock, address, registered=True):
+            del self._waiting[fd]
+            self._order.pop(fd, None)
+
+    def _peek(self, sock: socket.socket, address: Any, *, registered: bool) -> bool:
+        """Hand ``sock`` on by what its first bytes are; False while it has sent none."""
+        try:
+            data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        upgrade = parse_upgrade_head(data, self._upgrade_prefix) if data else None
+        if upgrade is None:
+            if registered:
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            if data:
+                self._handle_connection(sock, address)
+            else:  # gone before it said anything
+                sock.close()
+            return True
+        length, start_line, headers = upgrade
+        sock.recv(length)  # the head only: frames sent right behind it stay for the WebSocket
+        conn = UpgradeConnection(sock, registered=registered)
+        if registered:  # the handler runs in a Task, a pass from now: point the reader at a placeholder
+            asyncio.get_running_loop().add_reader(sock.fileno(), conn.hold)
+        conn.context = _HTTPRequestContext(conn, address, self.protocol, self.trusted_downstream)  # type: ignore[arg-type]
+        try:
+            delegate = self.start_request(conn, conn)
+            pending = delegate.headers_received(start_line, headers)
+            if pending is None:
+                delegate.finish()
+            else:  # a handler that streams request bodies: as HTTP1Connection, finish once it is ready
+                gen.convert_yielded(pending).add_done_callback(lambda _: delegate.finish())
+        except Exception:
+            log.exception("upgrade request failed")
+            conn.abort()
+        return True
+
+    def _drop_waiting(self, fd: int) -> None:
+        sock = self._waiting.pop(fd)[0]
+        self._order.pop(fd, None)
+        asyncio.get_running_loop().remove_reader(fd)
+        sock.close()
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() - (self.conn_params.header_timeout or 3600.0)
+        for fd, (_, _, accepted) in list(self._waiting.items()):
+            if accepted > deadline:
+                break  # oldest first: the rest are younger
+            self._drop_waiting(fd)
+        if self._waiting:
+            loop.call_later(1.0, self._sweep)
+        else:
+            self._sweeping = False
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
@@ -94,7 +196,7 @@ class GuardedHTTPServer(HTTPServer):
                         self._last_warning = now
                         log.warning("out of file descriptors: pausing accept() for 100 ms")
                     return
-                self._handle_connection(connection, address)
+                self._take(connection, address)
 
         io_loop.add_handler(sock, accept, IOLoop.READ)
 

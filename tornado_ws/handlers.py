@@ -25,6 +25,7 @@ from .hub import Member, Registry, SessionKey
 from .messages import valid_session_id
 from .participant import Participant
 from .state import AppState
+from .upgrade import UpgradeConnection
 from .web import ApiError, RedactedLoggingMixin
 
 log = logging.getLogger("tornado_ws")
@@ -51,7 +52,11 @@ class _Upgrade(WebSocketProtocol13):
         accept = self._challenge_response(handler)
         response = _SWITCHING + accept.encode("ascii") + b"\r\n\r\n"
         handler.set_status(101)
-        sock, unread, registered = adopt_stream(handler.detach())
+        detached: Any = handler.detach()
+        if isinstance(detached, UpgradeConnection):  # the server's fast path (guard.py)
+            sock, unread, registered = detached.take_socket(), b"", detached.registered
+        else:
+            sock, unread, registered = adopt_stream(detached)
         handler.application.log_request(handler)
         participant = handler.participant = Participant(
             handler.state, sock, unread=unread, head=response, registered=registered
