@@ -7,6 +7,7 @@ server fixture is the CLI's GuardedHTTPServer. These are the cases around the ed
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
@@ -113,6 +114,25 @@ async def test_an_upgrade_already_there_at_accept_is_served_at_once(port: int, h
         assert not http_server._waiting and not http_server._connections
     finally:
         writer.close()
+
+
+async def test_closed_connections_leave_nothing_for_the_cyclic_collector(clients: Clients, registry: Any) -> None:
+    # Each handshake builds a handler, a request, a context and a Participant: all must die by
+    # refcount when the connection ends (a cycle would make every connection a collector's job).
+    server_types = {"SessionHandler", "HTTPServerRequest", "UpgradeConnection", "Participant", "Member"}
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(5):
+            client, _ = await clients.join("room", f"user{n}")
+            await client.publish(n)
+            await client.close()
+            await wait_for(lambda: registry.connection_count == 0)
+        gc.collect()
+        assert not {type(o).__name__ for o in gc.garbage} & server_types
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
 
 
 async def test_a_refused_upgrade_is_answered_whole_and_closed_once_the_client_is_done(port: int) -> None:

@@ -66,7 +66,9 @@ class _Upgrade(WebSocketProtocol13):
         except Exception:
             log.exception("open failed")
             participant.close(CloseCode.INTERNAL_ERROR, "internal error")
-        handler.ws_connection = None  # no handler <-> protocol cycle: both die by refcount now
+        # No handler <-> protocol or handler <-> UI-module cycle: all of it dies by refcount now.
+        handler.ws_connection = None
+        handler._break_cycles()
         participant.start()
 
     # WebSocketProtocol13's own versions work on the IOStream this class never keeps; Tornado
