@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 import tornado.web
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+from tornado.httputil import HTTPHeaders, HTTPInputError
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
@@ -61,6 +64,41 @@ NOT_FOR_THE_FAST_PATH = {
 @pytest.mark.parametrize("case", sorted(NOT_FOR_THE_FAST_PATH))
 def test_anything_else_is_left_to_tornado(case: str) -> None:
     assert parse_upgrade_head(NOT_FOR_THE_FAST_PATH[case], b"/ws/") is None
+
+
+TOKEN_CHARS = "Aa-_!~`|^.0+'%$#&*"
+FIELD_CHARS = "a Z9 \t!~\"',;=\x80\xe9\xff"
+BAD_CHARS = " :\x00\x01\x7f\u0100@()\r\n"
+NAMES = st.text(TOKEN_CHARS, min_size=1, max_size=6) | st.text(TOKEN_CHARS + BAD_CHARS, max_size=6)
+VALUES = st.text(FIELD_CHARS, max_size=8) | st.text(FIELD_CHARS + BAD_CHARS, max_size=8)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(NAMES, VALUES),
+        max_size=6,
+    )
+)
+def test_the_fast_header_parse_agrees_with_tornados(fields: list[tuple[str, str]]) -> None:
+    """Whatever the fast path accepts, Tornado accepts with the same fields; whatever Tornado
+    refuses, the fast path leaves to Tornado (which then answers 400)."""
+    block = "".join(f"{name}:{value}\r\n" for name, value in fields)
+    head = f"GET /ws/room HTTP/1.1\r\nUpgrade: websocket\r\n{block}\r\n".encode("latin1", "replace")
+    assume(b"\r\n\r\n" not in head[:-4])  # an empty line inside would end the head early
+    try:
+        expected = list(HTTPHeaders.parse(head.decode("latin1").split("\r\n", 1)[1].rsplit("\r\n", 1)[0]).get_all())
+    except HTTPInputError:
+        expected = None
+    parsed = parse_upgrade_head(head, b"/ws/")
+    if parsed is None:
+        # Only heads Tornado refuses, or accepts for its bare-LF leniency, are left to it.
+        assert expected is None or b"\n" in head.replace(b"\r\n", b""), "a plain head missed the fast path"
+        event("left to Tornado")
+        return
+    event("fast path")
+    assert expected is not None, "the fast path took a head Tornado refuses"
+    assert list(parsed[2].get_all()) == expected
 
 
 # -- served through the CLI's server --------------------------------------------------------------
