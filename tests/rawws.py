@@ -10,7 +10,7 @@ import socket
 import struct
 from typing import Any
 
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, make_token
 
 
 def ws_frame(
@@ -79,6 +79,21 @@ def upgrade_request(port: int, path: str, version: str = "13", extra: str = "") 
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n{extra}\r\n"
     ).encode()
+
+
+def upgrade_with_frames_behind(port: int) -> bytes:
+    """An upgrade request with a ping and a message right behind it, to send in one write."""
+    request = upgrade_request(port, f"/ws/room?token={make_token('alice')}")
+    return request + text_frame({"type": "ping"}) + text_frame({"type": "message", "data": 1})
+
+
+async def expect_answers_behind_the_101(reader: asyncio.StreamReader) -> None:
+    """What :func:`upgrade_with_frames_behind` must get: the 101, the welcome, the pong, the message."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
+    frames = [json.loads((await read_frame(reader))[1]) for _ in range(3)]
+    assert [f["type"] for f in frames] == ["welcome", "pong", "message"]
+    assert frames[2]["seq"] == 1
 
 
 async def raw_upgrade(

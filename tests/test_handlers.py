@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import SECRET, Clients, make_token, test_config, wait_for
-from tests.rawws import raw_upgrade, upgrade_request
+from tests.rawws import expect_answers_behind_the_101, raw_upgrade, upgrade_request, upgrade_with_frames_behind
 from tornado_ws.config import Config
 from tornado_ws.hub import Registry, SessionKey
 
@@ -378,17 +378,10 @@ async def test_an_unsupported_websocket_version_gets_426_naming_13(port: int) ->
 
 
 async def test_frames_sent_right_behind_the_upgrade_request_are_answered_after_the_welcome(port: int) -> None:
-    from tests.rawws import read_frame, text_frame
-
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        request = upgrade_request(port, f"/ws/room?token={make_token('alice')}")
-        writer.write(request + text_frame({"type": "ping"}) + text_frame({"type": "message", "data": 1}))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 101")
-        frames = [json.loads((await read_frame(reader))[1]) for _ in range(3)]
-        assert [f["type"] for f in frames] == ["welcome", "pong", "message"]
-        assert frames[2]["seq"] == 1
+        writer.write(upgrade_with_frames_behind(port))
+        await expect_answers_behind_the_101(reader)
     finally:
         writer.close()
 

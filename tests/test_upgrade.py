@@ -24,7 +24,13 @@ from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
 from tests.conftest import Clients, make_token, wait_for
-from tests.rawws import read_frame, text_frame, upgrade_request
+from tests.rawws import (
+    expect_answers_behind_the_101,
+    read_frame,
+    text_frame,
+    upgrade_request,
+    upgrade_with_frames_behind,
+)
 from tornado_ws import upgrade
 from tornado_ws.guard import GuardedHTTPServer
 from tornado_ws.upgrade import UpgradeConnection, parse_upgrade_head
@@ -127,28 +133,21 @@ async def test_an_upgrade_sent_after_a_pause_is_served_with_the_frames_behind_it
 ) -> None:
     reader, writer = await silent_connection(http_server, port)
     try:
-        request = upgrade_request(port, f"/ws/room?token={make_token('alice')}")
-        writer.write(request + text_frame({"type": "ping"}) + text_frame({"type": "message", "data": 1}))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
-        frames = [json.loads((await read_frame(reader))[1]) for _ in range(3)]
-        assert [f["type"] for f in frames] == ["welcome", "pong", "message"]
+        writer.write(upgrade_with_frames_behind(port))
+        await expect_answers_behind_the_101(reader)
         assert not http_server._waiting and not http_server._connections  # Tornado's HTTP/1 never involved
     finally:
         writer.close()
 
 
 async def test_an_upgrade_already_there_at_accept_is_served_at_once(port: int, http_server: GuardedHTTPServer) -> None:
-    # connect() completes in the kernel's backlog and the request is sent before this loop
-    # runs the server's accept(): the peek at accept finds it whole.
+    # connect() completes in the kernel's backlog, and the request is sent before this loop runs
+    # the server's accept(): the peek at accept finds it whole.
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(upgrade_request(port, f"/ws/room?token={make_token('alice')}") + text_frame({"type": "ping"}))
+    sock.sendall(upgrade_with_frames_behind(port))
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 101 ")
-        frames = [json.loads((await read_frame(reader))[1]) for _ in range(2)]
-        assert [f["type"] for f in frames] == ["welcome", "pong"]
+        await expect_answers_behind_the_101(reader)
         assert not http_server._waiting and not http_server._connections
     finally:
         writer.close()
@@ -348,15 +347,23 @@ def upgrade_connection_readers() -> list[Any]:
     ]
 
 
+async def ask_the_gated_handler(
+    server: GuardedHTTPServer, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An upgrade request to /gated, sent after the server started waiting for it."""
+    reader, writer = await silent_connection(server, port)
+    writer.write(upgrade_request(port, "/gated"))
+    await writer.drain()
+    return reader, writer
+
+
 async def test_bytes_that_arrive_before_a_slow_handler_answers_wait(
     gated_server: tuple[GuardedHTTPServer, int, asyncio.Event], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, port, gate = gated_server
     caplog.set_level(logging.DEBUG)
-    reader, writer = await silent_connection(server, port)
+    reader, writer = await ask_the_gated_handler(server, port)
     try:
-        writer.write(upgrade_request(port, "/gated"))
-        await writer.drain()
         writer.write(b"early bytes")  # readable again while the handler waits
         await writer.drain()
         # A level-triggered reader that nobody empties would fire on every loop pass: the
@@ -388,9 +395,7 @@ async def test_a_client_that_resets_while_the_handler_waits_costs_nothing(
 ) -> None:
     server, port, gate = gated_server
     caplog.set_level(logging.DEBUG)
-    _, writer = await silent_connection(server, port)
-    writer.write(upgrade_request(port, "/gated"))
-    await writer.drain()
+    _, writer = await ask_the_gated_handler(server, port)
     await wait_for(lambda: not server._waiting)
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()  # a reset, not a FIN
