@@ -284,6 +284,22 @@ async def test_closing_the_server_closes_connections_it_waits_on(port: int, http
         writer.close()
 
 
+@pytest.mark.parametrize("host", ["", "Host: a b\r\n", "Host: x\r\nHost: y\r\n"], ids=["none", "bad", "two"])
+async def test_a_request_tornado_would_refuse_after_parsing_gets_its_400(
+    port: int, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = upgrade_request(port, f"/ws/room?token={make_token('alice')}").replace(
+            f"Host: 127.0.0.1:{port}\r\n".encode(), host.encode()
+        )
+        writer.write(head)
+        assert await asyncio.wait_for(reader.read(), 5) == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        writer.close()
+
+
 async def test_a_failure_while_routing_closes_the_connection_and_is_logged(
     port: int, http_server: GuardedHTTPServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

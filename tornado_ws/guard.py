@@ -27,6 +27,7 @@ from typing import Any
 from tornado import gen
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer, _HTTPRequestContext
+from tornado.httputil import HTTPInputError
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
@@ -142,6 +143,9 @@ class GuardedHTTPServer(HTTPServer):
                 delegate.finish()
             else:  # a handler that streams request bodies: as HTTP1Connection, finish once it is ready
                 gen.convert_yielded(pending).add_done_callback(lambda _: delegate.finish())
+        except HTTPInputError as exc:  # a missing or bad Host, say: Tornado's own answer
+            log.info("malformed HTTP request from %s: %s", conn.context, exc)
+            conn.bad_request()
         except Exception:
             log.exception("upgrade request failed")
             conn.abort()

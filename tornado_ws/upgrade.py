@@ -98,7 +98,7 @@ class UpgradeConnection(httputil.HTTPConnection):
         pass
 
     def detach(self) -> Any:
-        # RequestHandler.detach() returns this; connection.adopt_stream() takes the socket.
+        # RequestHandler.detach() returns this; the WebSocket handler takes the socket from it.
         return self
 
     def take_socket(self) -> socket.socket:
@@ -154,6 +154,11 @@ class UpgradeConnection(httputil.HTTPConnection):
 
         loop.add_reader(sock.fileno(), drain)
         timer = loop.call_later(LINGER, _close, sock, True)
+
+    def bad_request(self) -> None:
+        """Refuse a request Tornado's parser would refuse, with Tornado's bare 400."""
+        self._send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        self.finish()
 
     def abort(self) -> None:
         """Close at once (the request failed before any response)."""
