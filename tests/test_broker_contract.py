@@ -109,12 +109,12 @@ async def test_one_gapless_order_on_every_node(nodes: tuple[Broker, Broker]) -> 
 
 async def test_two_tabs_on_two_nodes_are_one_participant(nodes: tuple[Broker, Broker]) -> None:
     a, b = nodes
-    bob, tab1, tab2 = member("bob"), member("alice"), member("alice")
-    await a.join(bob)
-    await a.join(tab1)
-    await b.join(tab2)
-    assert peer(tab2).frames[0]["participant_count"] == 2
-    await peer(bob).until(lambda p: p.types().count("user_joined") == 1)
+    bob, carol1, carol2 = member("bob"), member("carol"), member("carol")
+    tab1, tab2 = member("alice", name="Alice"), member("alice", name="Alice")
+    for node, m in ((a, bob), (b, carol1), (a, carol2), (a, tab1), (b, tab2)):
+        await node.join(m)
+    assert peer(tab2).frames[0]["participant_count"] == 3
+    await peer(bob).until(lambda p: p.types().count("user_joined") == 2)
     await a.leave(tab1)
     await b.publish(ROOM, user_id="bob", name=None, data_json='"marker"')
     await peer(bob).until(lambda p: len(p.messages()) == 1)
@@ -125,9 +125,10 @@ async def test_two_tabs_on_two_nodes_are_one_participant(nodes: tuple[Broker, Br
         "type": "user_left",
         "session_id": "room",
         "user_id": "alice",
-        "participant_count": 1,
+        "name": "Alice",
+        "participant_count": 2,  # users, not connections: carol's two tabs are one
     }
-    assert (await a.presence(ROOM))["participant_count"] == 1
+    assert (await a.presence(ROOM))["participant_count"] == 2
 
 
 async def test_resume_on_another_node_replays_exactly_what_was_missed(nodes: tuple[Broker, Broker]) -> None:

@@ -189,6 +189,12 @@ def presence_frame(kind: str, *, session_id: str, user_id: str, name: str | None
     return _dumps(frame)
 
 
+def presence_frame_parts(kind: str, *, session_id: str, user_id: str, name: str | None) -> tuple[str, str]:
+    """The text of a presence frame before and after its count (a broker may splice the count in)."""
+    text = presence_frame(kind, session_id=session_id, user_id=user_id, name=name, count=0).text
+    return text[: -len("0}")], "}"
+
+
 def message_frame_parts(
     *, session_id: str, user_id: str, name: str | None, ts: float, data_json: str
 ) -> tuple[str, str]:

@@ -97,7 +97,7 @@ class RedisBroker(Broker):
         self._pubsub_client = aioredis.Redis.from_url(url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
-            for name in ("PUBLISH", "SNAPSHOT", "PRESENCE_JOIN", "PRESENCE_LEAVE", "REAP")
+            for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "REAP")
         }
         self._pubsub: Any = None
         self._channels: dict[bytes, SessionKey] = {}
@@ -185,15 +185,20 @@ class RedisBroker(Broker):
         try:
             await self._subscribe(key)
             entry = {"n": self.node_id, "u": member.user_id, **({"m": member.name} if member.name else {})}
-            first, entries = await self._call(
-                "PRESENCE_JOIN", [keys.presence], [member.connection_id, json.dumps(entry), member.user_id]
+            first, entries, snap = await self._call(
+                "JOIN",
+                [keys.epoch, keys.seq, keys.history, keys.presence, redis_scripts.node_sessions(self.node_id)],
+                [
+                    new_epoch(),
+                    -1 if since is None else since,
+                    self.ttl,
+                    epoch or "",
+                    member.connection_id,
+                    json.dumps(entry),
+                    member.user_id,
+                    json.dumps(list(key)),
+                ],
             )
-            snap = await self._call(
-                "SNAPSHOT",
-                [keys.epoch, keys.seq, keys.history],
-                [new_epoch(), -1 if since is None else since, self.ttl, epoch or ""],
-            )
-            await self._do(lambda: self.redis.sadd(redis_scripts.node_sessions(self.node_id), json.dumps(list(key))))
         except (BrokerUnavailable, RedisError, OSError) as exc:
             self._active.pop(member.connection_id, None)
             self._detach(member)
@@ -262,12 +267,10 @@ class RedisBroker(Broker):
 
     async def _presence_leave(self, member: Member) -> None:
         keys = SessionKeys.of(member.key)
-        removed, last, entries = await self._call(
-            "PRESENCE_LEAVE", [keys.presence], [member.connection_id, member.user_id]
+        before, after = messages.presence_frame_parts(
+            "user_left", session_id=member.key.session_id, user_id=member.user_id, name=member.name
         )
-        if removed and last:
-            count = len(_participants(entries))
-            await self._announce("user_left", member.key, member.user_id, member.name, count, None)
+        await self._call("LEAVE", [keys.presence, keys.channel], [member.connection_id, member.user_id, before, after])
 
     async def _announce(
         self, kind: str, key: SessionKey, user_id: str, name: str | None, count: int, exclude: Member | None

@@ -74,51 +74,71 @@ return seq
 """
 )
 
-#: KEYS epoch, seq, history. ARGV new_epoch, since (-1: none), ttl, client_epoch.
-#: Returns {epoch, last_seq, recovered (0/1), frames after since}.
-SNAPSHOT = (
+# The stream's state after ``since`` as {epoch, last_seq, recovered (0/1), frames after since}.
+# KEYS[1..3] epoch, seq, history; ARGV[1..4] new_epoch, since (-1: none), ttl, client_epoch.
+_SNAPSHOT = (
     _ENSURE_EPOCH
     + """
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local since = tonumber(ARGV[2])
-if ARGV[4] ~= epoch or since < 0 or since > last then
-  return {epoch, last, 0, {}}
+local function snapshot()
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local since = tonumber(ARGV[2])
+  if ARGV[4] ~= epoch or since < 0 or since > last then
+    return {epoch, last, 0, {}}
+  end
+  if since == last then
+    return {epoch, last, 1, {}}
+  end
+  local len = redis.call('LLEN', KEYS[3])
+  local first = last - len + 1
+  if len == 0 or first > since + 1 then
+    return {epoch, last, 0, {}}
+  end
+  return {epoch, last, 1, redis.call('LRANGE', KEYS[3], since + 1 - first, -1)}
 end
-if since == last then
-  return {epoch, last, 1, {}}
-end
-local len = redis.call('LLEN', KEYS[3])
-local first = last - len + 1
-if len == 0 or first > since + 1 then
-  return {epoch, last, 0, {}}
-end
-return {epoch, last, 1, redis.call('LRANGE', KEYS[3], since + 1 - first, -1)}
 """
 )
 
-#: KEYS presence. ARGV connection_id, entry_json, user_id. Returns {first_of_user, entries}.
-PRESENCE_JOIN = """
-local entries = redis.call('HVALS', KEYS[1])
+#: KEYS epoch, seq, history. ARGV new_epoch, since (-1: none), ttl, client_epoch.
+#: Returns {epoch, last_seq, recovered (0/1), frames after since}.
+SNAPSHOT = _SNAPSHOT + "return snapshot()\n"
+
+#: KEYS epoch, seq, history, presence, node_sessions. ARGV new_epoch, since, ttl, client_epoch (as
+#: SNAPSHOT), connection_id, entry_json, user_id, session_json. A join in one round trip: the
+#: presence entry, the stream snapshot and the node's session index.
+#: Returns {first_of_user, entries, snapshot}.
+JOIN = (
+    _SNAPSHOT
+    + """
+local entries = redis.call('HVALS', KEYS[4])
 local first = 1
 for _, entry in ipairs(entries) do
-  if cjson.decode(entry)['u'] == ARGV[3] then first = 0 break end
+  if cjson.decode(entry)['u'] == ARGV[7] then first = 0 break end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-table.insert(entries, ARGV[2])
-return {first, entries}
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+table.insert(entries, ARGV[6])
+redis.call('SADD', KEYS[5], ARGV[8])
+return {first, entries, snapshot()}
 """
+)
 
-#: KEYS presence. ARGV connection_id, user_id. Returns {removed, last_of_user, entries}.
-PRESENCE_LEAVE = """
+#: KEYS presence, channel. ARGV connection_id, user_id, user_left frame before / after its count.
+#: Removes the entry and, when it was the user's last, publishes ``user_left`` with the number
+#: of users left, in the same step. Returns 1 if the entry was there.
+LEAVE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  return {0, 0, {}}
+  return 0
 end
-local entries = redis.call('HVALS', KEYS[1])
-for _, entry in ipairs(entries) do
-  if cjson.decode(entry)['u'] == ARGV[2] then return {1, 0, entries} end
+local users, count, last = {}, 0, true
+for _, entry in ipairs(redis.call('HVALS', KEYS[1])) do
+  local user = cjson.decode(entry)['u']
+  if user == ARGV[2] then last = false break end
+  if not users[user] then users[user] = true count = count + 1 end
 end
-return {1, 1, entries}
+if last then
+  redis.call('PUBLISH', KEYS[2], 'p- ' .. ARGV[3] .. count .. ARGV[4])
+end
+return 1
 """
 
 #: KEYS presence. ARGV dead_node. Removes its entries; returns {entries_left, gone_user_entries...}
