@@ -50,11 +50,25 @@ async def test_resume_needs_the_same_epoch(clients: Clients) -> None:
     assert wrong["recovered"] is False and wrong["seq"] == 1
 
 
-@pytest.mark.parametrize("since", ["-1", "abc", "1e3", "9" * 30])
+@pytest.mark.parametrize("since", ["-1", "abc", "1e3", "9" * 30, "%C2%B2", "%EF%BC%90"])
 async def test_malformed_since_is_an_honest_no(clients: Clients, since: str) -> None:
+    # ``²`` (str.isdigit() is True, int() raises: once a 1011) and a fullwidth ``０`` (int() reads 0).
     _, welcome = await clients.join("room")
     _, again = await clients.join("room", "bob", query={"since": since, "epoch": welcome["epoch"]})
     assert again["recovered"] is False
+
+
+@pytest.mark.parametrize("zero", ["%D9%A0", "%EF%BC%90", "%E0%A5%A6"])
+async def test_only_ascii_digits_are_a_resume_point(clients: Clients, zero: str) -> None:
+    """Arabic-Indic, fullwidth and Devanagari zeros are not ``0``: no replay from them."""
+    alice, welcome = await clients.join("room")
+    for n in range(3):
+        await alice.publish(n)
+        await alice.recv_type("message")
+    _, again = await clients.join("room", "bob", query={"since": zero, "epoch": welcome["epoch"]})
+    assert (again["recovered"], again["seq"]) == (False, 3)
+    _, ascii_zero = await clients.join("room", "carol", query={"since": 0, "epoch": welcome["epoch"]})
+    assert ascii_zero["recovered"] is True
 
 
 class TestHistoryTtl:

@@ -11,6 +11,7 @@ dropped after that: a connection costs only its Participant (docs/performance.md
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any, ClassVar
 
@@ -31,8 +32,13 @@ from .web import ApiError, RedactedLoggingMixin
 log = logging.getLogger("tornado_ws")
 
 
+#: A resume point on the wire: ASCII digits only (``str.isdigit`` also accepts ``²`` and ``٣``,
+#: which ``int()`` then refuses or reads), at most 18 so it fits Redis's 64-bit counter.
+_WIRE_INT = re.compile(r"[0-9]{1,18}")
+
+
 def _int_or_none(value: str | None) -> int | None:
-    if value is None or not value.isdigit() or len(value) > 18:
+    if value is None or _WIRE_INT.fullmatch(value) is None:
         return None
     return int(value)
 
