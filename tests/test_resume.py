@@ -52,7 +52,7 @@ async def test_resume_needs_the_same_epoch(clients: Clients) -> None:
 
 @pytest.mark.parametrize("since", ["-1", "abc", "1e3", "9" * 30, "%C2%B2", "%EF%BC%90"])
 async def test_malformed_since_is_an_honest_no(clients: Clients, since: str) -> None:
-    # ``²`` (str.isdigit() is True, int() raises: once a 1011) and a fullwidth ``０`` (int() reads 0).
+    # ``²`` (str.isdigit() is True, int() raises: once a 1011) and a fullwidth zero (int() reads 0).
     _, welcome = await clients.join("room")
     _, again = await clients.join("room", "bob", query={"since": since, "epoch": welcome["epoch"]})
     assert again["recovered"] is False

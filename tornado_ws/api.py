@@ -7,10 +7,12 @@ another organization's sessions.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tornado.web import StaticFileHandler
 
+from . import hooks
 from .auth import AuthError, Claims, issue_token
 from .broker import BrokerUnavailable
 from .errors import CloseCode
@@ -28,6 +30,8 @@ CONTENT_SECURITY_POLICY = (
 DEMO_TOKEN_TTL = 3600.0
 _MAX_DEMO_FIELD = 128
 PUBLISH_ROLES = frozenset({"service", "admin"})
+
+log = logging.getLogger("tornado_ws")
 
 
 class JsonHandler(RedactedLoggingMixin):
@@ -100,9 +104,18 @@ class ApiHandler(JsonHandler):
             self.set_header("WWW-Authenticate", 'Bearer realm="tornado-ws", error="invalid_token"')
             raise ApiError(401, "unauthorized", exc.reason) from None
 
-    def session_key(self, session_id: str) -> SessionKey:
+    async def session_key(self, session_id: str) -> SessionKey:
+        """The caller's own org's session ``session_id``, if the caller may use it: the same
+        rule as a WebSocket join (the ``sessions`` claim, then the ``authorize`` hook)."""
         if not valid_session_id(session_id, self.state.config.max_session_id_length):
             raise ApiError(400, "invalid_session_id", "session ids are 1-128 characters of [A-Za-z0-9._~:-]")
+        try:
+            refused = await hooks.refusal(self.state.hooks, self.claims, session_id)
+        except Exception:
+            log.exception("authorize hook failed session=%s user=%s", session_id, self.claims.user_id)
+            raise ApiError(500, "internal", "authorization failed") from None
+        if refused is not None:
+            raise ApiError(403, "forbidden", f"not allowed in this session: {refused}")
         return SessionKey(self.claims.org_id, session_id)
 
     def require_role(self, roles: frozenset[str]) -> None:
@@ -115,7 +128,7 @@ class PublishHandler(ApiHandler):
 
     async def post(self, session_id: str) -> None:
         self.require_role(PUBLISH_ROLES)
-        key = self.session_key(session_id)
+        key = await self.session_key(session_id)
         if len(self.request.body) > self.state.config.max_message_size:
             raise ApiError(413, "payload_too_large", f"body over {self.state.config.max_message_size} bytes")
         try:
@@ -144,7 +157,7 @@ class PresenceHandler(ApiHandler):
     """``GET /api/sessions/<id>/presence``."""
 
     async def get(self, session_id: str) -> None:
-        key = self.session_key(session_id)
+        key = await self.session_key(session_id)
         await self.state.ensure_started()
         try:
             self.finish(await self.state.broker.presence(key))
@@ -157,7 +170,7 @@ class KickHandler(ApiHandler):
 
     async def delete(self, session_id: str, user_id: str) -> None:
         self.require_role(frozenset({"admin"}))
-        key = self.session_key(session_id)
+        key = await self.session_key(session_id)
         await self.state.ensure_started()
         try:
             closed = await self.state.broker.kick(key, user_id, CloseCode.KICKED, "kicked")

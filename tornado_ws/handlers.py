@@ -159,22 +159,17 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         except AuthError as exc:
             self._refuse(session_id, CloseCode.POLICY_VIOLATION, exc.reason, exc.reason.replace(" ", "_"))
             return
-        if not hooks.session_allowed(claims, session_id):
-            self._refuse(session_id, CloseCode.FORBIDDEN, "session not allowed by token", "forbidden")
+        try:
+            refused = await hooks.refusal(self.state.hooks, claims, session_id)
+        except Exception:
+            log.exception("authorize hook failed session=%s user=%s", session_id, claims.user_id)
+            self._refuse(session_id, CloseCode.INTERNAL_ERROR, "authorization failed", "authorize_error")
             return
-        authorize = self.state.hooks.authorize
-        if authorize is not None:
-            try:
-                allowed = bool(await hooks.call(authorize, claims, session_id))
-            except Exception:
-                log.exception("authorize hook failed session=%s user=%s", session_id, claims.user_id)
-                self._refuse(session_id, CloseCode.INTERNAL_ERROR, "authorization failed", "authorize_error")
-                return
-            if not allowed:
-                self._refuse(session_id, CloseCode.FORBIDDEN, "forbidden", "forbidden")
-                return
-            if participant.closing:
-                return  # closed (shutdown, say) while the hook ran
+        if refused is not None:
+            self._refuse(session_id, CloseCode.FORBIDDEN, refused, "forbidden")
+            return
+        if participant.closing:
+            return  # closed (shutdown, say) while the hook ran
         if self.core.user_connections(claims.org_id, claims.user_id) >= self.config.max_connections_per_user:
             self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "too many connections for this user", "per_user_limit")
             return

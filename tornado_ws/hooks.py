@@ -70,6 +70,25 @@ def spawn(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_background.discard)
 
 
+#: Why a session is refused: the token's ``sessions`` claim, or the ``authorize`` hook.
+NOT_IN_TOKEN = "session not allowed by token"
+FORBIDDEN = "forbidden"
+
+
+async def refusal(hooks: Hooks, claims: Claims, session_id: str) -> str | None:
+    """Why ``claims`` may not use ``session_id``, or None when they may.
+
+    The one rule of every path that reaches a session: a WebSocket join, a ``refresh``
+    that replaces a connection's claims, and every session-scoped HTTP API route. An
+    exception from the ``authorize`` hook propagates; the caller refuses and logs it.
+    """
+    if not session_allowed(claims, session_id):
+        return NOT_IN_TOKEN
+    if hooks.authorize is not None and not await call(hooks.authorize, claims, session_id):
+        return FORBIDDEN
+    return None
+
+
 def session_allowed(claims: Claims, session_id: str) -> bool:
     """The ``sessions`` claim: shell-style patterns the holder may join (absent: any)."""
     if claims.sessions is None:

@@ -128,16 +128,39 @@ class Participant(WebSocketConnection):
         else:
             self._expires_at = claims.expires_at + self.state.config.jwt_leeway
 
-    def _refresh(self, member: Member, token: str) -> None:
+    def _refresh(self, member: Member, token: str) -> Awaitable[None] | None:
+        """Replace this connection's claims with a fresh token's, which may narrow them: its
+        roles apply from the next frame, and a session it no longer allows is left (4004)."""
         try:
             claims = self.state.verifier.verify(token)
         except AuthError as exc:
             self.send(error_frame(ErrorCode.BAD_REFRESH, f"refresh refused: {exc.reason}"))
-            return
+            return None
         if (claims.org_id, claims.user_id) != (member.key.org_id, member.user_id):
             self.send(error_frame(ErrorCode.BAD_REFRESH, "refresh token is for another user or organization"))
             self.close(CloseCode.POLICY_VIOLATION, "bad refresh")
+            return None
+        if self.state.hooks.authorize is None:  # no coroutine for the common case
+            allowed = hooks.session_allowed(claims, member.key.session_id)
+            self._apply_refresh(claims, None if allowed else hooks.NOT_IN_TOKEN)
+            return None
+        return self._refresh_through_hook(member, claims)
+
+    async def _refresh_through_hook(self, member: Member, claims: Claims) -> None:
+        try:
+            refused = await hooks.refusal(self.state.hooks, claims, member.key.session_id)
+        except Exception:
+            log.exception("authorize hook failed at refresh session=%s user=%s", member.key.session_id, member.user_id)
+            self.send(error_frame(ErrorCode.INTERNAL, "the refresh could not be authorized; the old token still holds"))
             return
+        if self.member is member:  # still connected after the hook
+            self._apply_refresh(claims, refused)
+
+    def _apply_refresh(self, claims: Claims, refused: str | None) -> None:
+        if refused is not None:
+            self.close(CloseCode.FORBIDDEN, refused)
+            return
+        self.claims = claims
         self._schedule_expiry(claims)
         self.send(refreshed_frame(claims.expires_at))
 
@@ -160,7 +183,7 @@ class Participant(WebSocketConnection):
         if isinstance(frame, Ping):
             self.send(PONG)
         elif isinstance(frame, Refresh):
-            self._refresh(member, frame.token)
+            return self._refresh(member, frame.token)
         elif VIEWER_ROLE in claims.roles:
             self.send(error_frame(ErrorCode.FORBIDDEN, "viewers may not send messages"))
         elif self.state.hooks.on_message is not None:
