@@ -123,9 +123,8 @@ def test_secret_and_public_key_together_each_verify_their_algorithm() -> None:
     assert verifier.verify(jwt.encode(claims(), private, algorithm="ES256")).user_id == "alice"
 
 
-def test_demo_secret_adds_hs256() -> None:
-    private = ec.generate_private_key(ec.SECP256R1())
-    config = Config(jwt_public_key=pem(private), jwt_algorithms=("ES256",), demo=True)
+def test_demo_secret_is_the_hs256_key() -> None:
+    config = Config(demo=True)
     verifier = TokenVerifier.from_config(config, demo_secret="d" * 64)
     token = issue_token("d" * 64, user_id="u", org_id="o", name="N", roles=["service"], ttl=60)
     assert verifier.verify(token).roles == ("service",)

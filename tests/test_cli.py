@@ -47,6 +47,29 @@ def test_no_key_exits_2_with_one_clear_line() -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--demo", "--jwt-secret", SECRET], {}),
+        (["--demo"], {"TORNADO_WS_JWT_SECRET": SECRET}),
+        (["--demo", "--jwt-public-key", "PEM"], {}),
+    ],
+    ids=["secret-flag", "secret-env", "public-key"],
+)
+def test_demo_beside_a_configured_key_refuses_to_start(tmp_path: Path, args: list[str], env: dict[str, str]) -> None:
+    """Demo tokens are minted for anyone: beside a production key they would open every tenant."""
+    if "PEM" in args:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        path = tmp_path / "key.pem"
+        path.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        args = [str(path) if a == "PEM" else a for a in args]
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--demo" in lines[0] and "cannot run beside a configured key" in lines[0]
+    assert SECRET not in result.stderr
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["--jwt-secret", "s", "--port", "http"],

@@ -50,7 +50,7 @@ expect.set_options(timeout=10_000)
 
 @pytest.fixture
 def config() -> Config:
-    return test_config(demo=True)
+    return test_config(demo=True, jwt_secret=None)
 
 
 @pytest.fixture

@@ -24,6 +24,12 @@ NO_KEY_MESSAGE = (
 )
 
 
+DEMO_WITH_KEY_MESSAGE = (
+    "--demo lets anyone mint a token for any organization and user: it cannot run beside a "
+    "configured key (--jwt-secret, TORNADO_WS_JWT_SECRET or --jwt-public-key); drop one of them"
+)
+
+
 class ConfigError(ValueError):
     """A setting is missing or out of range; the message says which and why."""
 
@@ -89,6 +95,8 @@ class Config:
                 raise ConfigError(f"--jwt-algorithms: unsupported algorithm {alg!r} (supported: {supported})")
         if self.jwt_secret is None and self.jwt_public_key is None and not self.demo:
             raise ConfigError(NO_KEY_MESSAGE)
+        if self.demo and (self.jwt_secret is not None or self.jwt_public_key is not None):
+            raise ConfigError(DEMO_WITH_KEY_MESSAGE)
         wants_secret = SYMMETRIC_ALGORITHMS.intersection(self.jwt_algorithms)
         wants_key = ASYMMETRIC_ALGORITHMS.intersection(self.jwt_algorithms)
         if wants_secret and self.jwt_secret is None and not self.demo:
