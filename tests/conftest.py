@@ -121,8 +121,12 @@ def http_server(
     """pytest-tornasync's server fixture, but the server the CLI runs (guard.py: the upgrade fast
     path and the half-open guard); tornado_ws.testing.HubServer keeps Tornado's own HTTPServer."""
     application = request.getfixturevalue(request.config.option.app_fixture)
+    state = application.settings.get("state")
     server = GuardedHTTPServer(
-        application, registry=application.settings.get("registry"), idle_connection_timeout=HEADER_TIMEOUT
+        application,
+        registry=application.settings.get("registry"),
+        lingering=state.lingering if state is not None else None,
+        idle_connection_timeout=HEADER_TIMEOUT,
     )
     server.add_socket(http_server_port[0])
     yield server

@@ -27,6 +27,9 @@ log = logging.getLogger("tornado_ws")
 OPEN, CLOSING, DONE, CLOSED = 0, 1, 2, 3
 #: Seconds a peer gets to answer our close frame before the socket is dropped.
 CLOSE_TIMEOUT = 5.0
+#: The same for a connection refused at the handshake (bad token, say): it is nobody's member
+#: and its peer may be a flood that never answers, so its descriptor is given back sooner.
+REFUSED_CLOSE_TIMEOUT = 1.0
 #: Bytes read per readiness event: a chatty client cannot starve the others.
 RECV_SIZE = 65536
 _AGAIN = (BlockingIOError, InterruptedError)
@@ -76,6 +79,39 @@ def adopt_stream(stream: Any) -> tuple[socket.socket, bytes, bool]:
     return sock, unread, registered
 
 
+class Lingering:
+    """Connections refused at the handshake, waiting for their peer's close frame.
+
+    They hold a descriptor each but belong to no session, so the registry does not count
+    them: this does, for ``--max-connections`` and the server's descriptor cap, and gives
+    them up first (oldest first) when a newcomer needs the room. A flood of refused
+    handshakes then cannot lock good clients out.
+    """
+
+    __slots__ = ("_conns",)
+
+    def __init__(self) -> None:
+        self._conns: dict[WebSocketConnection, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def add(self, conn: WebSocketConnection) -> None:
+        if conn.ws_state != CLOSED:
+            self._conns[conn] = None
+            conn._lingering = self
+
+    def discard(self, conn: WebSocketConnection) -> None:
+        self._conns.pop(conn, None)
+
+    def evict_oldest(self) -> bool:
+        """Drop the oldest refused connection's socket; False when there is none."""
+        if not self._conns:
+            return False
+        next(iter(self._conns)).abort()  # its teardown discards it
+        return True
+
+
 class WebSocketConnection:
     """The server side of one WebSocket: read frames, write bytes, close properly."""
 
@@ -85,6 +121,7 @@ class WebSocketConnection:
         "_fd",
         "_held",
         "_held_writes",
+        "_lingering",
         "_loop",
         "_out",
         "_out_limit",
@@ -131,6 +168,7 @@ class WebSocketConnection:
         # One frame as bytes, several as a list: most passes hold one frame per member. Before
         # start(), an unscheduled list: what open() writes waits there for start() to send.
         self._held_writes: bytes | list[bytes] | None = [] if head else None
+        self._lingering: Lingering | None = None
         self.ws_state = OPEN
         #: The code of the close frame the peer sent (None: none, or it had no code).
         self.close_code: int | None = None
@@ -387,15 +425,22 @@ class WebSocketConnection:
 
     # -- closing -------------------------------------------------------------
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame; the socket closes when the peer answers, or after ``CLOSE_TIMEOUT``."""
+    def close(self, code: int = 1000, reason: str = "", *, timeout: float | None = None) -> None:
+        """Send a close frame; the socket closes when the peer answers, or after ``timeout``
+        (default :data:`CLOSE_TIMEOUT`)."""
         if self.ws_state != OPEN:
             return
         self._flush_held()
         self.ws_state = CLOSING
         self.server_close_code = code
         self._send(frames.close_frame(code, reason))
-        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._teardown)
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT if timeout is None else timeout, self._teardown)
+
+    def refuse(self, code: int, reason: str, lingering: Lingering) -> None:
+        """Close a connection refused at the handshake: counted in ``lingering`` until its
+        socket is gone, which is at most :data:`REFUSED_CLOSE_TIMEOUT` seconds away."""
+        self.close(code, reason, timeout=REFUSED_CLOSE_TIMEOUT)
+        lingering.add(self)
 
     def _finish_closing(self) -> None:
         """The close handshake is over (or failed): close the socket once our last bytes are out."""
@@ -436,5 +481,8 @@ class WebSocketConnection:
             self._out = None
             self._loop.remove_writer(self._fd)
         self._sock.close()
+        if self._lingering is not None:
+            self._lingering.discard(self)
+            self._lingering = None
         if state < DONE:
             self.on_closed()

@@ -31,6 +31,7 @@ from tornado.httputil import HTTPInputError
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
+from .connection import Lingering
 from .hub import Registry
 from .upgrade import PEEK_SIZE, UpgradeConnection, parse_upgrade_head
 
@@ -44,10 +45,18 @@ ACCEPT_BATCH = 128
 
 class GuardedHTTPServer(HTTPServer):
     def initialize(
-        self, *args: Any, registry: Registry | None = None, upgrade_prefix: str = "/ws/", **kwargs: Any
+        self,
+        *args: Any,
+        registry: Registry | None = None,
+        lingering: Lingering | None = None,
+        upgrade_prefix: str = "/ws/",
+        **kwargs: Any,
     ) -> None:
         super().initialize(*args, **kwargs)
         self._registry = registry
+        # WebSockets refused at the handshake that are still closing: they hold descriptors
+        # too, and are the first to go when the process runs short of them.
+        self._lingering = lingering if lingering is not None else Lingering()
         # Upgrade requests under this path take the fast path; the WebSocket route's refusals
         # are all short, which UpgradeConnection relies on.
         self._upgrade_prefix = upgrade_prefix.encode()
@@ -76,9 +85,11 @@ class GuardedHTTPServer(HTTPServer):
     def _evict(self) -> None:
         # Count what we track, not Tornado's set: a closed stream leaves that set only on a later
         # loop pass, so counting it would go on evicting until even the newest connection is gone.
-        while len(self._order) > self._cap():
-            oldest = next(iter(self._order))
-            self._order.pop(oldest)()
+        cap, lingering = self._cap(), self._lingering
+        while len(self._order) + len(lingering) > cap:
+            if not lingering.evict_oldest():
+                oldest = next(iter(self._order))
+                self._order.pop(oldest)()
 
     def on_close(self, server_conn: object) -> None:
         self._order.pop(server_conn, None)
@@ -93,6 +104,8 @@ class GuardedHTTPServer(HTTPServer):
 
     def _take(self, sock: socket.socket, address: Any) -> None:
         sock.setblocking(False)
+        if self._lingering:
+            self._evict()  # room for this one before it becomes a WebSocket
         if self._peek(sock, address, registered=False):
             return
         # The request is usually there at accept(); when not, wait for it without a timer per
@@ -193,6 +206,8 @@ class GuardedHTTPServer(HTTPServer):
                 except OSError as exc:
                     if exc.errno not in (errno.EMFILE, errno.ENFILE):
                         raise
+                    while self._lingering.evict_oldest():
+                        pass  # refused connections first: their close frame has been sent
                     io_loop.remove_handler(sock)
                     io_loop.call_later(0.1, resume)
                     now = time.monotonic()

@@ -120,6 +120,11 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if self.state.draining:
             self.state.metrics.refused.labels("shutting_down").inc()
             raise ApiError(503, "shutting_down", "server is shutting down; reconnect elsewhere")
+        lingering = self.state.lingering
+        # Sockets still closing after a refusal count too, and give way first: a flood of bad
+        # handshakes must not hold the room a good client needs.
+        while lingering and self.core.connection_count + len(lingering) >= self.config.max_connections:
+            lingering.evict_oldest()
         if self.core.connection_count >= self.config.max_connections:
             self.state.metrics.refused.labels("max_connections").inc()
             raise ApiError(503, "max_connections", "server is at its connection limit; try again later")
@@ -146,7 +151,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     def _refuse(self, session_id: str, code: int, reason: str, label: str) -> None:
         self.state.metrics.refused.labels(label).inc()
         log.info("refused session=%r reason=%s peer=%s", session_id[:140], reason, self.request.remote_ip)
-        self.participant.close(code, reason)
+        self.participant.refuse(code, reason, self.state.lingering)
 
     async def open(self, *args: str, **kwargs: str) -> None:
         participant = self.participant

@@ -38,6 +38,7 @@ class Server:
             body_timeout=HEADER_TIMEOUT,
             max_body_size=config.max_message_size + 64 * 1024,
             registry=self.registry,
+            lingering=self.hub.state.lingering,
         )
         self.port = config.port
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from .auth import TokenVerifier
 from .broker import Broker
 from .config import Config
+from .connection import Lingering
 from .hooks import Hooks
 from .hub import Registry
 from .metrics import Metrics
@@ -29,6 +30,8 @@ class AppState:
     start_housekeeping: Callable[[], None] = _nothing
     #: Set when shutdown starts: new handshakes get 503, /readyz answers 503.
     draining: bool = False
+    #: Sockets refused at the handshake that are still closing (they count against the caps).
+    lingering: Lingering = dataclasses.field(default_factory=Lingering)
 
     def __post_init__(self) -> None:
         origins = self.config.allowed_origins
