@@ -82,6 +82,7 @@ def test_demo_beside_a_configured_key_refuses_to_start(tmp_path: Path, args: lis
         ["--jwt-secret", "s", "--workers", "2"],  # the memory broker cannot share sessions
         ["--jwt-secret", "s", "--broker", "http://127.0.0.1:6379"],
         ["--jwt-secret", "s", "--workers", "0"],
+        ["--jwt-secret", "s", "--metrics-token", "short"],
     ],
 )
 def test_invalid_flags_exit_2_without_traceback(args: list[str]) -> None:

@@ -349,6 +349,41 @@ async def test_metrics_count_what_happened_and_never_show_tokens(
     assert bad_token not in text and bad_token.split(".")[1] not in text
 
 
+class TestMetricsToken:
+    TOKEN = "metrics-" + "x" * 24
+
+    @pytest.fixture
+    def config(self) -> Config:
+        return test_config(metrics_token=self.TOKEN)
+
+    @pytest.mark.parametrize(
+        "authorization", [None, "Bearer wrong-token-of-some-length", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer"]
+    )
+    async def test_metrics_need_the_token(self, http_server_client: Any, authorization: str | None) -> None:
+        headers = {"Authorization": authorization} if authorization else {}
+        with pytest.raises(HTTPClientError) as info:
+            await http_server_client.fetch("/metrics", headers=headers)
+        response = info.value.response
+        assert response is not None and response.code == 401
+        assert json.loads(response.body)["error"]["code"] == "unauthorized"
+        assert b"tornado_ws_" not in response.body
+
+    async def test_metrics_with_the_token(self, http_server_client: Any) -> None:
+        response = await http_server_client.fetch("/metrics", headers={"Authorization": f"Bearer {self.TOKEN}"})
+        assert response.code == 200 and b"tornado_ws_connections_open" in response.body
+
+
+def test_metrics_token_comes_from_the_flag_or_the_environment() -> None:
+    from tornado_ws.cli import config_from_args
+
+    token = "t" * 20
+    config, _ = config_from_args(["--jwt-secret", "s" * 32, "--metrics-token", token], env={})
+    assert config.metrics_token == token and token not in repr(config)
+    config, _ = config_from_args(["--jwt-secret", "s" * 32], env={"TORNADO_WS_METRICS_TOKEN": token})
+    assert config.metrics_token == token
+    assert config_from_args(["--jwt-secret", "s" * 32], env={})[0].metrics_token is None
+
+
 class TestSessionsPerOrg:
     @pytest.fixture
     def config(self) -> Config:

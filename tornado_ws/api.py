@@ -7,6 +7,7 @@ another organization's sessions.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any
 
@@ -76,8 +77,19 @@ class ReadyHandler(JsonHandler):
 
 
 class MetricsHandler(RedactedLoggingMixin):
+    """``/metrics`` (Prometheus text); with ``--metrics-token``, only for that bearer token."""
+
     def initialize(self, state: AppState) -> None:
         self.state = state
+
+    def prepare(self) -> None:
+        expected = self.state.config.metrics_token
+        if expected is None:
+            return
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            self.set_header("WWW-Authenticate", 'Bearer realm="tornado-ws metrics"')
+            raise ApiError(401, "unauthorized", "/metrics needs Authorization: Bearer <--metrics-token>")
 
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE)

@@ -20,6 +20,7 @@ from .config import DEFAULT_STATIC_DIR, Config, ConfigError
 from .logs import configure_logging
 
 ENV_SECRET = "TORNADO_WS_JWT_SECRET"
+ENV_METRICS_TOKEN = "TORNADO_WS_METRICS_TOKEN"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--broker", default="memory", help="memory (default) or redis://host:port/db to scale out")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs a redis broker)")
+    p.add_argument(
+        "--metrics-token",
+        help=f"bearer token /metrics requires, at least 16 characters (or env {ENV_METRICS_TOKEN}; default: open)",
+    )
     p.add_argument("--static-dir", default=DEFAULT_STATIC_DIR, help="directory of the demo page")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--demo", action="store_true", help="random secret and GET /demo/token for trying it out")
@@ -120,6 +125,7 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         log_format=args.log_format,
         broker=args.broker,
         workers=args.workers,
+        metrics_token=args.metrics_token if args.metrics_token is not None else env.get(ENV_METRICS_TOKEN),
     ), args.log_level
 
 

@@ -79,6 +79,8 @@ class Config:
     broker: str = "memory"
     #: Processes sharing the port (needs a Redis broker when more than one).
     workers: int = 1
+    #: When set, ``/metrics`` answers only ``Authorization: Bearer <metrics_token>``.
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -131,5 +133,7 @@ class Config:
             raise ConfigError("--workers must be >= 1")
         if self.workers > 1 and self.broker == "memory":
             raise ConfigError("--workers above 1 needs --broker redis://...: the memory broker cannot share sessions")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ConfigError("--metrics-token must be at least 16 characters")
         if self.log_format not in ("text", "json"):
             raise ConfigError("--log-format must be text or json")
