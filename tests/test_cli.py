@@ -18,6 +18,7 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import tornado_ws
 from tests.conftest import ROOT, SECRET, ServerProcess, make_token
 from tornado_ws.cli import config_from_args
 
@@ -36,6 +37,18 @@ def get(port: int, path: str) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"tornado-ws {tornado_ws.__version__}")
+
+
+def test_a_mistyped_flag_is_one_line_with_a_hint() -> None:
+    result = run_cli("--jwt-secret", "s" * 32, "--max-conections", "5")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--max-conections" in lines[0] and "--help" in lines[0], lines
 
 
 def test_no_key_exits_2_with_one_clear_line() -> None:

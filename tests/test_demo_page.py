@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover - only without the test extras
         raise
     pytest.skip("playwright is not installed: pip install -e '.[test]'", allow_module_level=True)
 
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's Chromium unless TORNADO_WS_CHROMIUM names another build (Playwright never downloads one).
+CHROMIUM = os.environ.get("TORNADO_WS_CHROMIUM", "/usr/bin/chromium")
 # Debian's Chromium, quiet: without these it floods the closed network with background requests.
 CHROMIUM_ARGS = [
     "--headless",

@@ -14,7 +14,9 @@ import os
 import resource
 import sys
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
+from . import __version__
 from .auth import algorithms_for_key
 from .config import DEFAULT_STATIC_DIR, Config, ConfigError
 from .logs import configure_logging
@@ -23,11 +25,18 @@ ENV_SECRET = "TORNADO_WS_JWT_SECRET"
 ENV_METRICS_TOKEN = "TORNADO_WS_METRICS_TOKEN"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not the whole usage: the usage is 30 lines and hides the mistake.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tornado-ws",
         description="Real-time session hub: JWT-authenticated WebSocket sessions with ordered broadcast and presence.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8888, help="TCP port; 0 picks a free one (default: %(default)s)")
     p.add_argument("--jwt-secret", help=f"HMAC secret for HS* tokens (or env {ENV_SECRET})")
