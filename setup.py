@@ -12,6 +12,7 @@ TEST = [
     "ruff>=0.6",
     "mypy>=1.10",
     "redis>=5",  # the Redis broker's tests run against a real redis-server
+    "setuptools>=70.1",  # builds the wheel without the network (tests/test_package.py: bdist_wheel built in)
 ]
 
 setup(
@@ -21,8 +22,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["tornado_ws", "tornado_ws.*"]),
-    package_data={"tornado_ws": ["py.typed"]},
+    # static/ (the demo page) sits at the top of the checkout and ships inside the wheel as
+    # tornado_ws/static, where config.DEFAULT_STATIC_DIR looks first.
+    packages=[*find_packages(include=["tornado_ws", "tornado_ws.*"]), "tornado_ws.static"],
+    package_dir={"tornado_ws.static": "static"},
+    package_data={"tornado_ws": ["py.typed"], "tornado_ws.static": ["*.html", "*.js", "*.css", "*.ts", "*.png"]},
     # Tornado below 7: the upgrade hands the socket over using IOStream and asyncio-bridge
     # internals (tornado_ws/connection.py: adopt_stream), checked on every connection by the tests.
     install_requires=["tornado>=6.4,<7", "pyjwt[crypto]>=2.8", "prometheus-client>=0.20"],

@@ -261,16 +261,18 @@ _LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)/")
 class ServerProcess:
     """``python -m tornado_ws ...`` as users start it; stderr is captured for log checks."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, *, python: str = sys.executable, cwd: Path = ROOT
+    ) -> None:
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tornado-ws-{os.getpid()}-{id(self)}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tornado_ws", "--port", "0", *args],
+            [python, "-m", "tornado_ws", "--port", "0", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
-            cwd=ROOT,
+            cwd=cwd,
         )
         self.port = self._wait_for_port()
 

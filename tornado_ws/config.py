@@ -15,8 +15,15 @@ SUPPORTED_ALGORITHMS = SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 #: Longest session id any deployment may allow (ids travel in every frame and log line).
 MAX_SESSION_ID_LIMIT = 1024
 
-#: Where ``GET /`` finds the demo page when running from a checkout.
-DEFAULT_STATIC_DIR = str(Path(__file__).resolve().parent.parent / "static")
+def _default_static_dir() -> str:
+    """The demo page: ``tornado_ws/static`` in an installed wheel, ``static/`` in a checkout."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "static"
+    return str(shipped if (shipped / "index.html").is_file() else package.parent / "static")
+
+
+#: Where ``GET /`` finds the demo page (and the browser SDK) unless ``--static-dir`` says otherwise.
+DEFAULT_STATIC_DIR = _default_static_dir()
 
 NO_KEY_MESSAGE = (
     "no JWT key configured: pass --jwt-secret SECRET (or set TORNADO_WS_JWT_SECRET), "

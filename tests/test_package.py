@@ -1,0 +1,72 @@
+"""The wheel users install: built from this checkout, installed into a fresh virtualenv, run
+from another directory. It must serve the demo page and its script, and welcome a WebSocket."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import venv
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from tests.conftest import ROOT, TIMEOUT, ServerProcess
+
+
+def _build_and_install(tmp: Path) -> Path:
+    wheels = tmp / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = wheels.glob("tornado_ws-*.whl")
+    env_dir = tmp / "venv"
+    # The runtime dependencies come from this interpreter's site-packages; the package itself
+    # only from the wheel (--no-deps), so nothing of the checkout can leak in.
+    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return python
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=TIMEOUT) as response:
+        return response.status, response.read()
+
+
+async def test_the_installed_wheel_serves_the_demo_and_welcomes(tmp_path: Path) -> None:
+    python = _build_and_install(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    located = subprocess.run(
+        [str(python), "-c", "import tornado_ws, tornado_ws.config as c; print(tornado_ws.__file__, c.DEFAULT_STATIC_DIR)"],
+        cwd=elsewhere,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert all(not path.startswith(str(ROOT) + "/tornado_ws") for path in located), located
+    server = ServerProcess(["--demo"], python=str(python), cwd=elsewhere)
+    try:
+        status, page = _get(server.port, "/")
+        assert status == 200 and b"<html" in page.lower()
+        status, script = _get(server.port, "/static/app.js")
+        assert status == 200 and len(script) > 1000
+        _, body = _get(server.port, "/demo/token?user=alice&org=acme")
+        token: Any = json.loads(body)["token"]
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws/standup?token={token}") as ws:
+            welcome = json.loads(await ws.recv())
+        assert (welcome["type"], welcome["session_id"]) == ("welcome", "standup")
+    finally:
+        server.stop()
