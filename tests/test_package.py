@@ -49,8 +49,9 @@ async def test_the_installed_wheel_serves_the_demo_and_welcomes(tmp_path: Path) 
     python = _build_and_install(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    where = "import tornado_ws, tornado_ws.config as c; print(tornado_ws.__file__, c.DEFAULT_STATIC_DIR)"
     located = subprocess.run(
-        [str(python), "-c", "import tornado_ws, tornado_ws.config as c; print(tornado_ws.__file__, c.DEFAULT_STATIC_DIR)"],
+        [str(python), "-c", where],
         cwd=elsewhere,
         check=True,
         capture_output=True,
