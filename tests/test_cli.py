@@ -85,17 +85,17 @@ def test_demo_beside_a_configured_key_refuses_to_start(tmp_path: Path, args: lis
 @pytest.mark.parametrize(
     "args",
     [
-        ["--jwt-secret", "s", "--port", "http"],
-        ["--jwt-secret", "s", "--port", "99999"],
-        ["--jwt-secret", "s", "--jwt-algorithms", "none"],
-        ["--jwt-secret", "s", "--jwt-leeway", "-3"],
-        ["--jwt-secret", "s", "--max-message-size", "1"],
+        ["--jwt-secret", "s" * 32, "--port", "http"],
+        ["--jwt-secret", "s" * 32, "--port", "99999"],
+        ["--jwt-secret", "s" * 32, "--jwt-algorithms", "none"],
+        ["--jwt-secret", "s" * 32, "--jwt-leeway", "-3"],
+        ["--jwt-secret", "s" * 32, "--max-message-size", "1"],
         ["--jwt-public-key", "/does/not/exist"],
-        ["--jwt-secret", "s", "--no-such-flag"],
-        ["--jwt-secret", "s", "--workers", "2"],  # the memory broker cannot share sessions
-        ["--jwt-secret", "s", "--broker", "http://127.0.0.1:6379"],
-        ["--jwt-secret", "s", "--workers", "0"],
-        ["--jwt-secret", "s", "--metrics-token", "short"],
+        ["--jwt-secret", "s" * 32, "--no-such-flag"],
+        ["--jwt-secret", "s" * 32, "--workers", "2"],  # the memory broker cannot share sessions
+        ["--jwt-secret", "s" * 32, "--broker", "http://127.0.0.1:6379"],
+        ["--jwt-secret", "s" * 32, "--workers", "0"],
+        ["--jwt-secret", "s" * 32, "--metrics-token", "short"],
     ],
 )
 def test_invalid_flags_exit_2_without_traceback(args: list[str]) -> None:
@@ -114,9 +114,9 @@ def test_port_in_use_exits_1_clearly(cli_server: ServerProcess) -> None:
 def test_env_secret_and_flags_parse() -> None:
     config, level = config_from_args(
         ["--jwt-algorithms", "HS256, HS512", "--jwt-audience", "a", "--jwt-issuer", "i", "--log-level", "DEBUG"],
-        env={"TORNADO_WS_JWT_SECRET": "from-env"},
+        env={"TORNADO_WS_JWT_SECRET": "from-env-" + "x" * 64},
     )
-    assert config.jwt_secret == "from-env"
+    assert config.jwt_secret == "from-env-" + "x" * 64
     assert config.jwt_algorithms == ("HS256", "HS512")
     assert (config.jwt_audience, config.jwt_issuer, level) == ("a", "i", "DEBUG")
 

@@ -10,7 +10,7 @@ from tornado_ws.config import NO_KEY_MESSAGE, Config, ConfigError
 
 
 def test_defaults_match_the_documented_ones() -> None:
-    config = Config(jwt_secret="s")
+    config = Config(jwt_secret="s" * 32)
     assert (config.host, config.port, config.jwt_algorithms) == ("127.0.0.1", 8888, ("HS256",))
     assert (config.max_message_size, config.jwt_leeway, config.history_size, config.history_ttl) == (
         65536,
@@ -18,6 +18,13 @@ def test_defaults_match_the_documented_ones() -> None:
         100,
         300.0,
     )
+
+
+@pytest.mark.parametrize(
+    "origins", [("*",), ("https://app.example.com",), ("http://127.0.0.1:8080", "HTTPS://App.Example.com/")]
+)
+def test_well_formed_origins_are_accepted(origins: tuple[str, ...]) -> None:
+    assert Config(jwt_secret="s" * 32, allowed_origins=origins).allowed_origins == origins
 
 
 def test_no_key_and_no_demo_is_refused_with_a_howto() -> None:
@@ -52,8 +59,16 @@ def test_no_key_and_no_demo_is_refused_with_a_howto() -> None:
         ({"max_outbound_buffer": 10}, "--max-outbound-buffer"),
         ({"max_session_id_length": 2000}, "--max-session-id-length"),
         ({"log_format": "xml"}, "--log-format"),
+        ({"jwt_secret": "s" * 31}, "--jwt-secret is too short for HS256: at least 32 bytes"),
+        ({"jwt_secret": "s" * 63, "jwt_algorithms": ("HS256", "HS512")}, "at least 64 bytes"),
+        ({"jwt_secret": "é" * 15}, "--jwt-secret"),  # 30 bytes, though 15 characters
+        ({"allowed_origins": ("app.example.com",)}, "--allowed-origins"),
+        ({"allowed_origins": ("https://app.example.com/path",)}, "--allowed-origins"),
+        ({"allowed_origins": ("https://app.example.com:99999",)}, "--allowed-origins"),
+        ({"allowed_origins": ("https://*.example.com",)}, "--allowed-origins"),
+        ({"static_dir": "/does/not/exist"}, "--static-dir"),
     ],
 )
 def test_bad_settings_name_their_flag(settings: dict[str, Any], flag: str) -> None:
     with pytest.raises(ConfigError, match=flag):
-        Config(**{"jwt_secret": "s", **settings})
+        Config(**{"jwt_secret": "s" * 64, **settings})

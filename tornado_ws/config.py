@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 #: Algorithms a deployment may pin. ``none`` is never among them.
@@ -11,6 +12,9 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 SUPPORTED_ALGORITHMS = SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+
+#: Shortest HMAC secret per algorithm, in bytes: the hash's output size (RFC 7518 section 3.2).
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 #: Longest session id any deployment may allow (ids travel in every frame and log line).
 MAX_SESSION_ID_LIMIT = 1024
@@ -24,6 +28,9 @@ def _default_static_dir() -> str:
 
 #: Where ``GET /`` finds the demo page (and the browser SDK) unless ``--static-dir`` says otherwise.
 DEFAULT_STATIC_DIR = _default_static_dir()
+
+#: What a browser sends as ``Origin``: a scheme, a host and maybe a port; no path, no wildcard.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://(?:[a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", re.IGNORECASE)
 
 NO_KEY_MESSAGE = (
     "no JWT key configured: pass --jwt-secret SECRET (or set TORNADO_WS_JWT_SECRET), "
@@ -112,6 +119,13 @@ class Config:
             raise ConfigError(f"--jwt-algorithms {','.join(sorted(wants_secret))} needs --jwt-secret")
         if wants_key and self.jwt_public_key is None:
             raise ConfigError(f"--jwt-algorithms {','.join(sorted(wants_key))} needs --jwt-public-key")
+        if self.jwt_secret is not None:
+            needed = max((MIN_SECRET_BYTES[alg] for alg in wants_secret), default=0)
+            if len(self.jwt_secret.encode("utf-8", "surrogatepass")) < needed:
+                raise ConfigError(
+                    f"--jwt-secret is too short for {','.join(sorted(wants_secret))}: at least {needed} bytes "
+                    "(RFC 7518: the secret must be as long as the hash; e.g. `openssl rand -base64 48`)"
+                )
         if self.jwt_public_key is not None and not wants_key:
             raise ConfigError("--jwt-public-key needs an asymmetric algorithm in --jwt-algorithms (e.g. RS256)")
         if self.jwt_leeway < 0:
@@ -142,5 +156,13 @@ class Config:
             raise ConfigError("--workers above 1 needs --broker redis://...: the memory broker cannot share sessions")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             raise ConfigError("--metrics-token must be at least 16 characters")
+        for origin in self.allowed_origins or ():
+            match = _ORIGIN.fullmatch(origin.rstrip("/"))
+            if origin != "*" and (match is None or int(match.group(1) or 0) > 65535):
+                raise ConfigError(
+                    f"--allowed-origins: {origin[:80]!r} is not * or scheme://host[:port] (e.g. https://app.example.com)"
+                )
+        if not Path(self.static_dir).is_dir():
+            raise ConfigError(f"--static-dir: {self.static_dir[:200]!r} is not a directory")
         if self.log_format not in ("text", "json"):
             raise ConfigError("--log-format must be text or json")
