@@ -77,7 +77,10 @@ class RedisBroker(Broker):
         history_ttl: float = 300.0,
         node_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        pubsub_url: str | None = None,
     ) -> None:
+        """``url`` serves commands; ``pubsub_url`` (default: ``url``) the pub/sub connection,
+        for a deployment that routes them apart (and for fault tests that cut one of them)."""
         super().__init__(registry)
         self.url = url
         self.node_id = node_id or secrets.token_hex(6)
@@ -94,7 +97,7 @@ class RedisBroker(Broker):
             url, max_connections=POOL_SIZE, timeout=2.0, socket_timeout=2.0, **options
         )
         self.redis = aioredis.Redis(connection_pool=self._pool)
-        self._pubsub_client = aioredis.Redis.from_url(url, **options)
+        self._pubsub_client = aioredis.Redis.from_url(pubsub_url or url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
             for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "REAP")
