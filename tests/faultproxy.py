@@ -3,7 +3,9 @@
 It forwards bytes between a client and a target port and can, on command,
 ``cut`` every live connection (RST, as a dead Wi-Fi looks to the server),
 ``stall`` forwarding (bytes are held, the connection stays up), ``delay``
-each chunk, or ``refuse`` new connections.
+each chunk, or refuse new connections (``refusing = True``: each is accepted and
+reset at once, as a crashed server's port looks). ``accepted`` counts forwarded
+connections, and :meth:`wait_accepted` waits for the next ones.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class FaultProxy:
         self.delay = 0.0
         self.refusing = False
         self.accepted = 0
+        self._accepting = asyncio.Event()
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
@@ -43,6 +46,7 @@ class FaultProxy:
             _reset(writer)
             return
         self.accepted += 1
+        self._accepting.set()
         self._writers.update((writer, up_writer))
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.ensure_future(self._pump(src, dst, (writer, up_writer)))
@@ -71,6 +75,12 @@ class FaultProxy:
             _reset(writer)
         elif not writer.is_closing():
             writer.close()
+
+    async def wait_accepted(self, count: int) -> None:
+        """Return once ``count`` connections in all have been forwarded."""
+        while self.accepted < count:
+            self._accepting.clear()
+            await self._accepting.wait()
 
     def cut(self) -> int:
         """Reset every live connection, both sides; returns how many sockets were cut."""

@@ -11,9 +11,11 @@
   heartbeat a key with a TTL, and any live node reaps the entries of a node
   whose key expired (crash), announcing ``user_left`` once.
 - Faults: commands fail fast (short timeouts, no retries) as
-  :class:`BrokerUnavailable`; pub/sub reconnects with backoff, resubscribes and
-  fills any gap from history, or closes the session's members with 1012 when
-  the stream restarted (Redis lost its data).
+  :class:`BrokerUnavailable`; pub/sub reconnects with backoff and resubscribes.
+  Until the gap is filled from history, a session's live frames are held (at
+  most ``history_size``); a live frame that skips a seq starts the same resync.
+  A member sees every seq in order or is closed with 1012 (the stream restarted,
+  or the history no longer reaches): never a silent jump.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -77,7 +79,10 @@ class RedisBroker(Broker):
         history_ttl: float = 300.0,
         node_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        pubsub_url: str | None = None,
     ) -> None:
+        """``url`` serves commands; ``pubsub_url`` (default: ``url``) the pub/sub connection,
+        for a deployment that routes them apart (and for fault tests that cut one of them)."""
         super().__init__(registry)
         self.url = url
         self.node_id = node_id or secrets.token_hex(6)
@@ -94,7 +99,7 @@ class RedisBroker(Broker):
             url, max_connections=POOL_SIZE, timeout=2.0, socket_timeout=2.0, **options
         )
         self.redis = aioredis.Redis(connection_pool=self._pool)
-        self._pubsub_client = aioredis.Redis.from_url(url, **options)
+        self._pubsub_client = aioredis.Redis.from_url(pubsub_url or url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
             for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "REAP")
@@ -106,7 +111,10 @@ class RedisBroker(Broker):
         self._seen: dict[SessionKey, int] = {}
         self._active: dict[str, Member] = {}
         self._unfinished_leaves: list[Member] = []
-        self._unsynced: set[bytes] = set()
+        #: Sessions whose gap is being filled from history; their live frames wait here as
+        #: (epoch, seq, frame). Empty unless the pub/sub reconnected or a seq was skipped.
+        self._held: dict[SessionKey, list[tuple[str, int, OutFrame]]] = {}
+        self._resyncing: set[SessionKey] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
@@ -346,7 +354,7 @@ class RedisBroker(Broker):
                             attempt = 0
                             self.connected.set()
                             if resubscribed:
-                                await self._resync(resubscribed)
+                                self._hold_for_resync(resubscribed)
                                 resubscribed = set()
                     elif message["type"] == "message":
                         self._dispatch(message["channel"], message["data"])
@@ -380,44 +388,89 @@ class RedisBroker(Broker):
                 member.peer.close(order["c"], order["r"])
 
     def _deliver(self, key: SessionKey, epoch: str, seq: int, frame: OutFrame) -> None:
+        if self._held:  # the hot path pays one truth test while no session is resyncing
+            held = self._held.get(key)
+            if held is not None:
+                self._hold(key, held, (epoch, seq, frame))
+                return
         known = self._epochs.get(key)
         if known is not None and epoch != known:
-            self._restart(key)
+            self._restart(key, "the stream restarted in redis")
             return
         self._epochs[key] = epoch
-        if seq <= self._seen.get(key, 0):
-            return  # already delivered (a resync can overlap the live stream)
+        seen = self._seen.get(key)
+        if seen is not None:
+            if seq <= seen:
+                return  # already delivered (a resync can overlap the live stream)
+            if seq != seen + 1:
+                # Frames were lost on the way (pub/sub is at most once): fetch them first.
+                self._held[key] = [(epoch, seq, frame)]
+                self._spawn(self._resync([key]))
+                return
         self._seen[key] = seq
         self.registry.deliver(key, frame, seq=seq)
 
-    def _restart(self, key: SessionKey) -> None:
-        """The stream started over (Redis lost it): members must reconnect and reload."""
-        log.warning("session stream restarted in redis session=%s; closing its members with 1012", key.session_id)
+    def _hold(self, key: SessionKey, held: list[tuple[str, int, OutFrame]], item: tuple[str, int, OutFrame]) -> None:
+        if len(held) >= self.history_size:
+            # The held frames are newer than the gap's, so by now those have left the history too.
+            self._restart(key, f"more than {self.history_size} frames arrived before its gap was filled")
+            return
+        held.append(item)
+
+    def _restart(self, key: SessionKey, why: str) -> None:
+        """Members lost frames nobody can give back: they must reconnect and reload."""
+        log.warning("session=%s: %s; closing its members with 1012", key.session_id, why)
         for member in self.registry.local_members(key):
             member.peer.close(CloseCode.SERVICE_RESTART, "session stream restarted")
+        # Closed members get nothing more; whoever joins next starts from its own snapshot.
+        self._held.pop(key, None)
+        self._epochs.pop(key, None)
+        self._seen.pop(key, None)
 
-    async def _resync(self, channels: set[bytes]) -> None:
-        """After a pub/sub reconnect: deliver what was published while we were away."""
-        for channel in channels:
-            key = self._channels.get(channel)
-            if key is None or key not in self._epochs:
+    def _hold_for_resync(self, channels: set[bytes]) -> None:
+        """After a pub/sub reconnect: hold the sessions' live frames until history fills the gap."""
+        keys = [key for key in map(self._channels.get, channels) if key is not None and key in self._epochs]
+        for key in keys:
+            self._held.setdefault(key, [])
+        self._spawn(self._resync(keys))
+
+    async def _resync(self, keys: Iterable[SessionKey]) -> None:
+        """Fill the gap of each held session; at the first failure the heartbeat tries again."""
+        for key in keys:
+            if key in self._resyncing or key not in self._held:
                 continue
-            keys = SessionKeys.of(key)
+            self._resyncing.add(key)
             try:
-                snap = await self._call(
-                    "SNAPSHOT",
-                    [keys.epoch, keys.seq, keys.history],
-                    [new_epoch(), self._seen.get(key, 0), self.ttl, self._epochs[key]],
-                )
+                await self._resync_one(key)
             except BrokerUnavailable:
-                self._unsynced.add(channel)  # the heartbeat tries again
-                continue
-            if not snap[2]:
-                self._restart(key)
-                continue
-            first = self._seen.get(key, 0) + 1
-            for offset, raw in enumerate(snap[3]):
-                self._deliver(key, snap[0].decode(), first + offset, OutFrame(raw.decode()))
+                return
+            finally:
+                self._resyncing.discard(key)
+
+    async def _resync_one(self, key: SessionKey) -> None:
+        """Deliver the history after ``_seen``, then the held frames, each seq once, in order."""
+        held, epoch, keys = self._held[key], self._epochs.get(key), SessionKeys.of(key)
+        if keys.channel.encode() not in self._channels:
+            del self._held[key]  # nobody here any more
+            return
+        if epoch is None:
+            return  # a join has not taken its snapshot yet: the next heartbeat tries again
+        since = self._seen.get(key, 0)
+        snap = await self._call("SNAPSHOT", [keys.epoch, keys.seq, keys.history], [new_epoch(), since, self.ttl, epoch])
+        if self._held.get(key) is not held:
+            return  # restarted or left while we asked
+        if not snap[2]:
+            self._restart(key, "its stream restarted or outran the history while this node was away")
+            return
+        del self._held[key]
+        for offset, raw in enumerate(snap[3]):
+            self._deliver(key, epoch, since + 1 + offset, OutFrame(raw.decode()))
+        # Through the gap check again: frames lost since the snapshot (the pub/sub dropped once
+        # more) hold the rest for the heartbeat's next try, still within the hold's bound.
+        for frame_epoch, seq, frame in held:
+            if key not in self._epochs:
+                return  # a held frame of a new epoch restarted the session
+            self._deliver(key, frame_epoch, seq, frame)
 
     # -- heartbeat, keep-alive and reaping ---------------------------------------------------
 
@@ -439,9 +492,8 @@ class RedisBroker(Broker):
             pipe.expire(keys.epoch, self.ttl)
             pipe.expire(keys.seq, self.ttl)
         await pipe.execute()
-        if self._unsynced and self.connected.is_set():
-            channels, self._unsynced = self._unsynced, set()
-            await self._resync(channels)
+        if self._held and self.connected.is_set():
+            await self._resync(list(self._held))
         pending, self._unfinished_leaves = self._unfinished_leaves, []
         for member in pending:
             try:
