@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import random
@@ -127,6 +126,8 @@ async def test_subscriber_cut_repeatedly_mid_stream_sees_every_seq_once(
     await publish_paced(pub, total)
     seen = await asyncio.wait_for(consumer, 30)
     assert seen == list(range(1, total + 1))
+    # The last seqs may have been queued before the last cut: its reconnect can still be under way.
+    await wait_for(lambda: sub.connected and sub.reconnects >= len(cuts_at), timeout=5)
     assert sub.reconnects == len(cuts_at)
     assert proxy.accepted == len(cuts_at) + 1
 
@@ -335,10 +336,10 @@ class TestHostileServer:
             client = await opened.connect(server.port, TOKEN, "room", backoff=Backoff(base=0.05, cap=10))
             await asyncio.sleep(1.5)  # the window over which attempts are counted
         # Waits of [0.025, 0.05], [0.05, 0.1], [0.1, 0.2], ... leave room for 5 or 6 attempts in 1.5 s.
-        assert 3 <= len(server.attempts) < 10, server.gaps()
         gaps = server.gaps()
-        assert all(later >= earlier - 0.02 for earlier, later in itertools.pairwise(gaps)), gaps
-        assert gaps[-1] > 2 * gaps[0] and gaps[0] >= 0.02, gaps
+        assert 3 <= len(server.attempts) < 10, gaps
+        floors = [0.025 * 2**k for k in range(len(gaps))]  # a busy machine only lengthens gaps
+        assert all(gap >= floor for gap, floor in zip(gaps, floors, strict=True)), gaps
         # Still trying: each drop counts as a reconnect before its attempt is made.
         assert client.closed is None and client.reconnects - len(server.attempts) in (-1, 0)
 
