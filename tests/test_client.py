@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from tornado.ioloop import IOLoop
 
 from tests.conftest import Clients, make_token, test_config, wait_for
 from tests.faultproxy import FaultProxy
+from tests.hostile import HostileServer, Reply, welcome
+from tests.test_security import Canary
 from tornado_ws.client import Backoff, Client, SessionClosed, connect
 from tornado_ws.config import Config
 from tornado_ws.hub import Registry
@@ -123,6 +126,8 @@ async def test_subscriber_cut_repeatedly_mid_stream_sees_every_seq_once(
     await publish_paced(pub, total)
     seen = await asyncio.wait_for(consumer, 30)
     assert seen == list(range(1, total + 1))
+    # The last seqs may have been queued before the last cut: its reconnect can still be under way.
+    await wait_for(lambda: sub.connected and sub.reconnects >= len(cuts_at), timeout=5)
     assert sub.reconnects == len(cuts_at)
     assert proxy.accepted == len(cuts_at) + 1
 
@@ -226,14 +231,14 @@ async def test_gives_up_after_max_attempts() -> None:
     assert info.value.code is None and "3 attempts" in info.value.reason
 
 
-def test_backoff_is_full_jitter_under_the_cap() -> None:
+def test_backoff_is_equal_jitter_under_the_cap() -> None:
     backoff, rng = Backoff(base=0.1, cap=2.0), random.Random(7)
     for attempt in range(12):
         ceiling = min(2.0, 0.1 * 2**attempt)
         delays = [backoff.delay(attempt, rng) for _ in range(200)]
-        assert all(0 <= d <= ceiling for d in delays)
-        assert max(delays) > ceiling * 0.8  # spread over the whole range, not a fixed step
-    assert backoff.delay(10_000, rng) <= 2.0
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)  # a floor: never ~0 by luck
+        assert max(delays) > ceiling * 0.9 and min(delays) < ceiling * 0.6  # spread, not a fixed step
+    assert 1.0 <= backoff.delay(10_000, rng) <= 2.0
 
 
 # -- sizes and order ----------------------------------------------------------------------------
@@ -291,3 +296,148 @@ def test_connect_accepts_base_or_full_urls(url: str) -> None:
     expected = "ws://h:1/rt" if "/rt" in url else "ws://h:1"
     assert base_url(url, "room") == expected
     assert base_url("https://h", "room") == "wss://h"
+
+
+# -- a hostile or broken server (docs/security.md, item 10) ----------------------------------------
+
+TOKEN = make_token("alice")
+
+
+class TestHostileServer:
+    """The client against tests/hostile.py while a canary session keeps talking on the real server."""
+
+    @pytest.fixture(autouse=True)
+    def no_errors_nor_token_logged(self, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+        caplog.set_level(logging.INFO)
+        caplog.set_level(logging.DEBUG, logger="tornado_ws.client")  # its retry lines too
+        yield
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not errors, "errors logged: " + "; ".join(f"{r.name}: {r.getMessage()[:200]}" for r in errors)
+        assert TOKEN not in caplog.text
+
+    @pytest.fixture
+    def hostile(self, io_loop: IOLoop) -> Iterator[Callable[[Callable[[int], Reply]], Awaitable[HostileServer]]]:
+        started: list[HostileServer] = []
+
+        async def start(script: Callable[[int], Reply]) -> HostileServer:
+            started.append(await HostileServer(script).start())
+            return started[-1]
+
+        yield start
+        for server in started:
+            io_loop.run_sync(server.stop)
+
+    async def test_welcome_then_close_at_once_backs_off_with_growing_gaps(
+        self, hostile: Any, opened: Opened, clients: Clients
+    ) -> None:
+        server = await hostile(lambda n: Reply(frames=[welcome()], close_after=0))
+        canary = await Canary.open(clients)
+        async with canary.throughout(min_rounds=5):
+            client = await opened.connect(server.port, TOKEN, "room", backoff=Backoff(base=0.05, cap=10))
+            await asyncio.sleep(1.5)  # the window over which attempts are counted
+        # Waits of [0.025, 0.05], [0.05, 0.1], [0.1, 0.2], ... leave room for 5 or 6 attempts in 1.5 s.
+        gaps = server.gaps()
+        assert 3 <= len(server.attempts) < 10, gaps
+        floors = [0.025 * 2**k for k in range(len(gaps))]  # a busy machine only lengthens gaps
+        assert all(gap >= floor for gap, floor in zip(gaps, floors, strict=True)), gaps
+        # Still trying: each drop counts as a reconnect before its attempt is made.
+        assert client.closed is None and client.reconnects - len(server.attempts) in (-1, 0)
+
+    async def test_short_lived_connections_use_up_max_attempts(self, hostile: Any) -> None:
+        server = await hostile(lambda n: Reply(frames=[welcome()], close_after=0))
+        client = await connect(server.url, TOKEN, "room", backoff=Backoff(base=0.01, cap=0.05, max_attempts=3))
+        with pytest.raises(SessionClosed) as info:
+            async for _ in client:
+                pass
+        assert info.value.code is None and "gave up after 3 attempts" in info.value.reason
+        assert len(server.attempts) == 3
+
+    async def test_only_a_connection_that_stayed_up_resets_the_backoff(self, hostile: Any, opened: Opened) -> None:
+        # Stable (0.3 s > stable_after), then gone at once, then stable again.
+        script = [Reply(frames=[welcome()], close_after=0.3), Reply(frames=[welcome()], close_after=0)]
+        server = await hostile(lambda n: script[n] if n < 2 else Reply(frames=[welcome()], close_after=None))
+        backoff = Backoff(base=0.5, cap=1.0, stable_after=0.2)
+        client = await opened.connect(server.port, TOKEN, "room", backoff=backoff)
+        for _ in range(2):
+            assert (await client.recv(timeout=5))["type"] == "welcome"
+        stable_gap, failed_gap = server.gaps()
+        assert stable_gap < 0.3 + 0.2  # came straight back: a wait would be >= 0.25 s more
+        assert failed_gap >= 0.25  # the first retry after a short-lived connection waits base/2 at least
+        assert client.connected and client.closed is None
+
+    @pytest.mark.parametrize(
+        ("frame", "why"),
+        [
+            ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+            ("not json", "not JSON"),
+            ("1" * 5000, "not JSON"),  # over Python's 4,300-digit limit
+            ("[1, 2]", "a JSON list"),
+            ('"text"', "a JSON str"),
+        ],
+        ids=["deep", "garbage", "huge-int", "list", "string"],
+    )
+    async def test_a_frame_that_is_not_a_json_object_ends_the_stream_loudly(
+        self, hostile: Any, opened: Opened, clients: Clients, frame: str, why: str
+    ) -> None:
+        message = json.dumps({"type": "message", "seq": 1, "data": "after"})
+        server = await hostile(lambda n: Reply(frames=[welcome(), frame, message], close_after=None))
+        canary = await Canary.open(clients)
+        async with canary.throughout():
+            client = await opened.connect(server.port, TOKEN, "room")
+            with pytest.raises(SessionClosed) as info:
+                while True:
+                    await client.recv(timeout=5)
+        assert info.value.code is None and info.value.reason.startswith("protocol error") and why in info.value.reason
+        assert len(server.attempts) == 1  # the same server would do it again: no reconnect loop
+        with pytest.raises(SessionClosed):
+            await client.send("too late")
+
+    @pytest.mark.parametrize(
+        "first",
+        ["[" * 100_000 + "]" * 100_000, '{"type": "message", "seq": 1}', welcome(seq="7"), welcome(epoch=None)],
+        ids=["deep", "not-welcome", "seq-not-int", "no-epoch"],
+    )
+    async def test_a_broken_welcome_is_a_protocol_error(self, hostile: Any, first: str) -> None:
+        message = json.dumps({"type": "message", "seq": 8, "data": "after"})
+        server = await hostile(lambda n: Reply(frames=[first, message], close_after=None))
+        with pytest.raises(SessionClosed) as info:
+            client = await connect(server.url, TOKEN, "room", backoff=FAST)
+            try:
+                await client.recv(timeout=5)
+            finally:
+                await client.close()
+        assert info.value.reason.startswith("protocol error"), info.value.reason
+        assert len(server.attempts) == 1
+
+    @pytest.mark.parametrize("status", [503, 429])
+    async def test_overloaded_handshake_is_retried_with_backoff(
+        self, hostile: Any, opened: Opened, clients: Clients, status: int
+    ) -> None:
+        script = [Reply(frames=[welcome()], close_after=0), Reply(status), Reply(status)]
+        live = Reply(frames=[welcome(), json.dumps({"type": "message", "seq": 1, "data": "back"})], close_after=None)
+        server = await hostile(lambda n: script[n] if n < len(script) else live)
+        canary = await Canary.open(clients)
+        async with canary.throughout():
+            client = await opened.connect(server.port, TOKEN, "room", backoff=Backoff(base=0.05, cap=1))
+            assert (await client.recv(timeout=5))["type"] == "welcome"
+            assert (await client.recv(timeout=5))["data"] == "back"
+        assert len(server.attempts) == 4 and client.connected and client.closed is None
+        assert all(gap >= 0.025 for gap in server.gaps()), server.gaps()  # every retry waited
+
+    @pytest.mark.parametrize("status", [403, 401, 404])
+    async def test_refused_handshake_on_reconnect_raises_with_the_status(
+        self, hostile: Any, opened: Opened, status: int
+    ) -> None:
+        server = await hostile(lambda n: Reply(frames=[welcome()], close_after=0) if n == 0 else Reply(status))
+        client = await opened.connect(server.port, TOKEN, "room")
+        with pytest.raises(SessionClosed) as info:
+            async for _ in client:
+                pass
+        assert (info.value.code, info.value.status) == (None, status) and f"HTTP {status}" in info.value.reason
+        assert len(server.attempts) == 2  # retrying cannot fix a refusal
+
+    async def test_refused_first_handshake_raises_from_connect(self, hostile: Any) -> None:
+        server = await hostile(lambda n: Reply(403))
+        with pytest.raises(SessionClosed) as info:
+            await connect(server.url, TOKEN, "room", backoff=FAST)
+        assert info.value.status == 403 and len(server.attempts) == 1

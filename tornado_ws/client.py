@@ -6,16 +6,23 @@
         ...
     await client.close()
 
-On any drop it reconnects with exponential backoff and full jitter, resuming
-with ``since``/``epoch``. Messages already seen (``seq <= last_seq``) are
-dropped, so replays never duplicate. Each reconnect yields the server's new
-``welcome`` frame: ``recovered: true`` means nothing was lost; ``recovered:
-false`` means history did not reach back far enough and the caller should
-reload its state (live messages continue after the welcome's ``seq``).
+On any drop it reconnects with exponential backoff and jitter, resuming
+with ``since``/``epoch``. A connection that dies within ``Backoff.stable_after``
+seconds of its welcome counts as a failed attempt, so a server that welcomes
+and closes at once sees a slowing trickle of attempts, not a storm. Messages
+already seen (``seq <= last_seq``) are dropped, so replays never duplicate.
+Each reconnect yields the server's new ``welcome`` frame: ``recovered: true``
+means nothing was lost; ``recovered: false`` means history did not reach back
+far enough and the caller should reload its state (live messages continue
+after the welcome's ``seq``).
 
-Close codes that mean "do not come back" (1008, 1009, 4003, 4004) stop the
-client: iteration raises :class:`SessionClosed`. Built on Tornado's own
-``websocket_connect``; no other dependency.
+The stream never ends silently: iteration raises :class:`SessionClosed` on
+close codes that mean "do not come back" (1008, 1009, 4003, 4004), on an HTTP
+refusal of the handshake that retrying cannot fix (4xx but 429), on a frame
+that breaks the protocol (not JSON, not an object, nested too deeply, a bad
+welcome) and when ``max_attempts`` runs out. Only :meth:`Client.close` ends
+it with ``StopAsyncIteration``. Built on Tornado's own ``websocket_connect``;
+no other dependency.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ import inspect
 import json
 import logging
 import random
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from .errors import should_reconnect
@@ -42,29 +50,71 @@ TokenSource = str | Callable[[], str | Awaitable[str]]
 
 
 class SessionClosed(Exception):
-    """The client stopped for good: a terminal close code, or retries exhausted."""
+    """The client stopped for good.
 
-    def __init__(self, code: int | None, reason: str) -> None:
+    ``code`` is the server's close code, or ``None`` when there was none: retries exhausted,
+    the handshake refused over HTTP (then ``status`` holds the HTTP status), or a frame that
+    broke the protocol (``reason`` starts with ``"protocol error"``).
+    """
+
+    def __init__(self, code: int | None, reason: str, *, status: int | None = None) -> None:
         super().__init__(f"session closed ({code}): {reason}")
         self.code = code
         self.reason = reason
+        self.status = status
 
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
-    """Exponential backoff with full jitter: attempt n waits U(0, min(cap, base * 2**n))."""
+    """Exponential backoff with equal jitter: retry n waits U(c/2, c), c = min(cap, base * 2**n).
+
+    The floor of ``c/2`` is what bounds a broken server's load: each wait is at least as long
+    as the one before until ``cap``, while the random half still spreads a crowd of clients.
+    """
 
     base: float = 0.1
     cap: float = 10.0
     #: Consecutive failed attempts before giving up; ``None`` retries forever.
     max_attempts: int | None = None
+    #: A connection that dies sooner than this after its welcome counts as a failed attempt;
+    #: only one that stayed up this long resets the count (and reconnects without waiting).
+    stable_after: float = 5.0
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         ceiling = min(self.cap, self.base * (2 ** min(attempt, 62)))
-        return (rng or random).uniform(0, ceiling)
+        return (rng or random).uniform(ceiling / 2, ceiling)
 
 
 _CLOSED = object()
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an HTTP refusal of the handshake may go away by itself (overload, rate limit)."""
+    return status >= 500 or status == 429
+
+
+def parse_frame(raw: str | bytes) -> dict[str, Any]:
+    """A server frame as a dict; ``ValueError`` for anything our server never sends."""
+    try:
+        frame = json.loads(raw)
+    except RecursionError:
+        raise ValueError("a frame is nested too deeply") from None
+    except ValueError as exc:  # also UnicodeDecodeError, and integers over 4,300 digits
+        raise ValueError(f"a frame is not JSON ({type(exc).__name__})") from None
+    if not isinstance(frame, dict):
+        raise ValueError(f"a frame is a JSON {type(frame).__name__}, not an object")
+    return frame
+
+
+def parse_welcome(raw: str | bytes) -> dict[str, Any]:
+    """The first frame of a connection, checked: ``seq`` and ``epoch`` drive every resume."""
+    frame = parse_frame(raw)
+    seq, epoch = frame.get("seq"), frame.get("epoch")
+    if frame.get("type") != "welcome":
+        raise ValueError("the server did not start with a welcome")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or not isinstance(epoch, str):
+        raise ValueError("the welcome has no valid seq and epoch")
+    return frame
 
 
 def base_url(url: str, session: str) -> str:
@@ -112,6 +162,8 @@ class Client:
         self.last_seq: int | None = None
         self.reconnects = 0
         self.closed: SessionClosed | None = None
+        self._failures = 0  # consecutive failed attempts, short-lived connections included
+        self._welcomed_at = 0.0
 
     # -- connection management -------------------------------------------------------
 
@@ -152,30 +204,49 @@ class Client:
             if not should_reconnect(code):
                 raise SessionClosed(code, reason)
             raise ConnectionError(f"closed before welcome ({code}): {reason}")
-        frame = json.loads(raw)
-        if not isinstance(frame, dict) or frame.get("type") != "welcome":
-            conn.close()
-            raise ConnectionError("the server did not start with a welcome")
-        return conn, frame
+        try:
+            return conn, parse_welcome(raw)
+        except ValueError as exc:
+            raise self._protocol_error(conn, exc) from None
 
     async def _open(self) -> dict[str, Any]:
-        """Connect with retries; returns the welcome."""
-        attempt = 0
+        """Connect, after the backoff delay if the last attempts failed; returns the welcome."""
         while True:
+            if self._failures:
+                delay = self.backoff.delay(self._failures - 1)
+                log.debug("reconnecting in %.2fs (%d failed attempts)", delay, self._failures)
+                await asyncio.sleep(delay)
             try:
                 conn, welcome = await self._open_once()
             except SessionClosed:
                 raise
-            except (OSError, ValueError, TimeoutError, ConnectionError) as exc:
-                attempt += 1
-                if self.backoff.max_attempts is not None and attempt >= self.backoff.max_attempts:
-                    raise SessionClosed(None, f"gave up after {attempt} attempts: {exc}") from None
-                delay = self.backoff.delay(attempt - 1)
-                log.debug("connect attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            self._conn = conn
-            return welcome
+            except HTTPClientError as exc:
+                if not retryable_status(exc.code):
+                    raise SessionClosed(None, f"handshake refused: {exc}", status=exc.code) from None
+                self._failed(f"handshake refused: {exc}")
+            except (OSError, TimeoutError) as exc:  # ConnectionError, StreamClosedError included
+                self._failed(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a broken handshake or token provider: retried, but visibly
+                log.warning("connect attempt failed on %s", type(exc).__name__)
+                self._failed(f"{type(exc).__name__}: {exc}")
+            else:
+                self._conn = conn
+                self._welcomed_at = time.monotonic()
+                return welcome
+
+    def _failed(self, why: str) -> None:
+        """Count one failed attempt; raises SessionClosed once ``max_attempts`` is reached."""
+        self._failures += 1
+        limit = self.backoff.max_attempts
+        if limit is not None and self._failures >= limit:
+            raise SessionClosed(None, f"gave up after {self._failures} attempts: {why}")
+        log.debug("attempt %d failed: %s", self._failures, why)
+
+    def _protocol_error(self, conn: WebSocketClientConnection, exc: ValueError) -> SessionClosed:
+        """Retrying would meet the same broken server, and skipping would hide a gap: stop loudly."""
+        conn.close(1002, "protocol error")
+        log.warning("closing: the server broke the protocol: %s", exc)
+        return SessionClosed(None, f"protocol error: {exc}")
 
     def _accept_welcome(self, welcome: dict[str, Any]) -> None:
         self.welcome = welcome
@@ -191,13 +262,23 @@ class Client:
                 conn = self._conn
                 assert conn is not None
                 while (raw := await conn.read_message()) is not None:
-                    self._deliver(raw)
+                    try:
+                        frame = parse_frame(raw)
+                    except ValueError as exc:
+                        raise self._protocol_error(conn, exc) from None
+                    self._deliver(frame)
                 self._connected.clear()
                 conn.close()  # a dropped connection still holds its protocol until closed
                 if self._closing:
                     return
-                if not should_reconnect(conn.close_code):
-                    raise SessionClosed(conn.close_code, conn.close_reason or "")
+                code = conn.close_code
+                if not should_reconnect(code):
+                    raise SessionClosed(code, conn.close_reason or "")
+                lived = time.monotonic() - self._welcomed_at
+                if lived >= self.backoff.stable_after:
+                    self._failures = 0
+                else:
+                    self._failed(f"closed {lived:.2f}s after its welcome ({code})")
                 self.reconnects += 1
                 welcome = await self._open()
                 self._accept_welcome(welcome)
@@ -208,21 +289,18 @@ class Client:
             self._frames.put_nowait(exc)
         except asyncio.CancelledError:
             raise
+        except Exception as exc:  # a bug of ours must still end iteration loudly, not silently
+            log.warning("client stopped on an unexpected error", exc_info=True)
+            self.closed = SessionClosed(None, f"client error: {type(exc).__name__}")
+            self._frames.put_nowait(self.closed)
         finally:
             self._connected.clear()
             self._frames.put_nowait(_CLOSED)
 
-    def _deliver(self, raw: str | bytes) -> None:
-        try:
-            frame = json.loads(raw)
-        except ValueError:
-            log.warning("ignoring a frame that is not JSON")
-            return
-        if not isinstance(frame, dict):
-            return
+    def _deliver(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "message":
             seq = frame.get("seq")
-            if isinstance(seq, int) and self.last_seq is not None:
+            if isinstance(seq, int) and not isinstance(seq, bool) and self.last_seq is not None:
                 if seq <= self.last_seq:
                     return  # already delivered before the drop
                 self.last_seq = seq
