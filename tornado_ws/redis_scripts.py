@@ -67,9 +67,13 @@ def ban(key: SessionKey, user_id: str) -> str:
 
 # Shared Lua helpers.
 _HELPERS = """
+-- A presence entry, or nil for one that is not ours: we write ASCII JSON (json.dumps), so a byte
+-- above 127 is garbage too (cjson would pass invalid UTF-8 on, which Python then skips).
 local function decode(raw)
+  if string.find(raw, '[\\128-\\255]') then return nil end
   local ok, entry = pcall(cjson.decode, raw)
-  if ok and type(entry) == 'table' and type(entry['u']) == 'string' and type(entry['n']) == 'string' then
+  if ok and type(entry) == 'table' and type(entry['u']) == 'string' and type(entry['n']) == 'string'
+      and (entry['m'] == nil or type(entry['m']) == 'string') then
     return entry
   end
   return nil
