@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import Client, Clients, make_token, test_config, wait_for
+from tests.conftest import SECRET, Client, Clients, make_token, test_config, wait_for
 from tests.test_security import QUIET_PINGS, Canary, no_errors_logged  # noqa: F401 - an autouse fixture
 from tornado_ws.broker import MAX_BAN_SECONDS
-from tornado_ws.config import Config
+from tornado_ws.cli import config_from_args
+from tornado_ws.config import Config, ConfigError
 from tornado_ws.hub import Registry
 from tornado_ws.testing import test_hub
 
@@ -136,3 +137,11 @@ async def test_hub_kick_bans_and_checks_its_argument() -> None:
     assert await hub.kick("acme", "room", "mallory", ban_seconds=60) == 0
     assert hub.registry.banned(hub._key("acme", "room"), "mallory")
     await hub.aclose()
+
+
+def test_the_cli_flag_reaches_the_config() -> None:
+    config, _ = config_from_args(["--jwt-secret", SECRET, "--max-connections-per-org", "5"], env={})
+    assert config.max_connections_per_org == 5
+    assert config_from_args(["--jwt-secret", SECRET], env={})[0].max_connections_per_org == 10_000
+    with pytest.raises(ConfigError, match="--max-connections-per-org"):
+        config_from_args(["--jwt-secret", SECRET, "--max-connections-per-org", "-1"], env={})

@@ -133,6 +133,7 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('ZADD', KEYS[5], at + ttl, ARGV[6])
+redis.call('EXPIRE', KEYS[5], ttl + 1)  -- an org gone quiet leaves nothing behind
 redis.call('PUBLISH', KEYS[4], 'm' .. epoch .. ' ' .. seq .. ' ' .. frame)
 return seq
 """
@@ -200,6 +201,7 @@ if not room(KEYS[6], ARGV[10], tonumber(ARGV[12]), at) then
   return {'sessions'}
 end
 redis.call('ZADD', KEYS[6], at + tonumber(ARGV[3]), ARGV[10])
+redis.call('EXPIRE', KEYS[6], tonumber(ARGV[3]) + 1)
 redis.call('HSET', KEYS[7], ARGV[5], ARGV[9])
 local all = redis.call('HGETALL', KEYS[4])
 local entries, first = {}, 1
@@ -281,9 +283,11 @@ return {left, gone}
 KEEP = (
     _HELPERS
     + """
-local expiry = now() + tonumber(ARGV[1])
+local ttl = tonumber(ARGV[1])
+local expiry = now() + ttl
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, expiry, ARGV[i + 1])
+  redis.call('EXPIRE', key, ttl + 1)
 end
 return #KEYS
 """
