@@ -145,3 +145,13 @@ def test_the_cli_flag_reaches_the_config() -> None:
     assert config_from_args(["--jwt-secret", SECRET], env={})[0].max_connections_per_org == 10_000
     with pytest.raises(ConfigError, match="--max-connections-per-org"):
         config_from_args(["--jwt-secret", SECRET, "--max-connections-per-org", "-1"], env={})
+
+
+async def test_hub_publish_to_a_new_session_over_the_org_cap_is_a_value_error() -> None:
+    hub = test_hub(max_sessions_per_org=1)
+    assert await hub.publish("acme", "one", 1, user_id="svc") == 1
+    with pytest.raises(ValueError, match="session limit"):
+        await hub.publish("acme", "two", 1, user_id="svc")
+    assert await hub.publish("acme", "one", 2, user_id="svc") == 2  # the existing one still takes messages
+    assert await hub.publish("globex", "two", 1, user_id="svc") == 1
+    await hub.aclose()
