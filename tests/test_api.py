@@ -79,3 +79,13 @@ def test_openapi_file_documents_the_api_routes() -> None:
     assert "delete" in paths["/api/sessions/{session_id}/users/{user_id}"]
     for route in ("/healthz", "/readyz", "/metrics"):
         assert route in paths
+
+
+def test_openapi_file_documents_bans_and_the_session_cap() -> None:
+    paths = json.loads((ROOT / "docs" / "openapi.json").read_text())["paths"]
+    kick = paths["/api/sessions/{session_id}/users/{user_id}"]["delete"]
+    [ban] = [p for p in kick["parameters"] if p["name"] == "ban_seconds"]
+    assert (ban["in"], ban["schema"]["minimum"], ban["schema"]["maximum"]) == ("query", 0, 30 * 24 * 3600)
+    assert "ban_seconds" in kick["responses"]["400"]["description"]
+    publish = paths["/api/sessions/{session_id}/messages"]["post"]
+    assert "too_many_sessions" in publish["responses"]["429"]["description"]

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 from tornado.ioloop import IOLoop
 
 from tests.recording import RecordingPeer
 from tests.redis_server import RedisServer, require_redis_server
-from tornado_ws.broker import Broker, MemoryBroker
+from tornado_ws.broker import Broker, JoinRefused, MemoryBroker, SessionLimit
 from tornado_ws.hub import Member, Registry, SessionKey
 from tornado_ws.redis_broker import RedisBroker
+from tornado_ws.redis_scripts import SessionKeys, node_alive, node_sessions, user_connections
 
 ROOM = SessionKey("acme", "room")
 _ids = itertools.count()
@@ -38,23 +41,43 @@ def flush(server: RedisServer) -> None:
         assert sock.recv(64).startswith(b"+OK")
 
 
+NodeFactory = Callable[..., Awaitable[tuple[Broker, Broker]]]
+
+
 @pytest.fixture(params=["memory", "redis"])
-def nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[tuple[Broker, Broker]]:
-    if request.param == "memory":
-        broker = MemoryBroker(Registry(history_size=5, history_ttl=60))
-        yield broker, broker
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    flush(server)
-    pair = [
-        RedisBroker(server.url, Registry(history_size=0, history_ttl=0), history_size=5, history_ttl=60, node_id=name)
-        for name in ("node-a", "node-b")
-    ]
-    for broker in pair:
-        io_loop.run_sync(broker.start)
-    yield pair[0], pair[1]
-    for broker in pair:
+def make_nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[NodeFactory]:
+    """``await make_nodes(**caps)``: two nodes whose registries have those caps (memory: one broker)."""
+    started: list[Broker] = []
+
+    async def make(**caps: int) -> tuple[Broker, Broker]:
+        if request.param == "memory":
+            broker = MemoryBroker(Registry(history_size=5, history_ttl=60, **caps))
+            return broker, broker
+        server: RedisServer = request.getfixturevalue("redis_server")
+        flush(server)
+        pair = [
+            RedisBroker(
+                server.url,
+                Registry(history_size=0, history_ttl=0, **caps),
+                history_size=5,
+                history_ttl=60,
+                node_id=name,
+            )
+            for name in ("node-a", "node-b")
+        ]
+        for broker in pair:
+            started.append(broker)
+            await broker.start()
+        return pair[0], pair[1]
+
+    yield make
+    for broker in started:
         io_loop.run_sync(broker.close)
+
+
+@pytest.fixture
+def nodes(make_nodes: NodeFactory, io_loop: IOLoop) -> tuple[Broker, Broker]:
+    return io_loop.run_sync(make_nodes)
 
 
 def member(user: str, key: SessionKey = ROOM, name: str | None = None) -> Member:
@@ -237,3 +260,200 @@ async def test_a_burst_of_concurrent_publishes_all_succeed(nodes: tuple[Broker, 
     a, _ = nodes  # more at once than redis-py's default pool (100) would allow
     seqs_got = await asyncio.gather(*(a.publish(ROOM, user_id="u", name=None, data_json=str(n)) for n in range(300)))
     assert sorted(seqs_got) == list(range(1, 301))
+
+
+# -- admission: bans and caps hold on every node -------------------------------------------------
+
+LONE_SURROGATE = "\ud83d"
+
+
+async def refused(broker: Broker, m: Member) -> JoinRefused:
+    with pytest.raises(JoinRefused) as info:
+        await broker.join(m)
+    assert peer(m).frames == [] and peer(m).closed is None  # the handler closes; the broker sent nothing
+    return info.value
+
+
+async def join_when_allowed(broker: Broker, make: Callable[[], Member], timeout: float = 5.0) -> Member:
+    """Join once the refusal has run out (a bounded poll on real joins: a ban ends in Redis's time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        m = make()
+        try:
+            await broker.join(m)
+            return m
+        except JoinRefused:
+            assert loop.time() < deadline, "still refused"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_member_no_frame_can_carry_changes_nothing(nodes: tuple[Broker, Broker]) -> None:
+    a, b = nodes
+    alice = member("alice", name="Alice")
+    await a.join(alice)
+    for bad in (member("mallory", name=LONE_SURROGATE), member("alice", name=LONE_SURROGATE)):
+        with pytest.raises(UnicodeEncodeError):
+            await b.join(bad)
+    assert b.registry.connection_count == (1 if a is b else 0)
+    assert (await b.presence(ROOM))["participants"] == [{"user_id": "alice", "name": "Alice"}]
+    bob = member("bob")
+    await b.join(bob)  # the session is not stuck
+    assert peer(bob).frames[0]["participant_count"] == 2
+    await peer(alice).until(lambda p: "user_joined" in p.types())
+    await b.leave(bob)
+    await peer(alice).until(lambda p: "user_left" in p.types())
+    assert [f.get("user_id") for f in peer(alice).frames[1:]] == ["bob", "bob"]
+
+
+async def test_a_kick_with_a_ban_refuses_rejoins_on_every_node_until_it_ends(nodes: tuple[Broker, Broker]) -> None:
+    a, b = nodes
+    mallory, bob = member("mallory"), member("bob")
+    await a.join(mallory)
+    await a.join(bob)
+    assert await b.kick(ROOM, "mallory", 4003, "kicked", ban_seconds=1) == 1
+    await peer(mallory).until(lambda p: p.closed is not None)
+    for node in (a, b):
+        refusal = await refused(node, member("mallory"))
+        assert (refusal.code, refusal.reason, refusal.label) == (4003, "banned", "banned")
+    await b.join(member("carol"))  # nobody else is banned
+    await b.join(member("mallory", SessionKey("acme", "other")))  # nor is mallory anywhere else
+    assert {p["user_id"] for p in (await a.presence(ROOM))["participants"]} == {"bob", "carol"}
+    back = await join_when_allowed(b, lambda: member("mallory"))
+    assert peer(back).frames[0]["type"] == "welcome"
+
+
+async def test_a_kick_without_a_ban_lets_the_user_straight_back(nodes: tuple[Broker, Broker]) -> None:
+    a, b = nodes
+    mallory = member("mallory")
+    await a.join(mallory)
+    assert await a.kick(ROOM, "mallory", 4003, "kicked") == 1
+    back = member("mallory")
+    await b.join(back)
+    assert peer(back).frames[0]["participant_count"] == 1
+
+
+async def test_a_users_connections_are_capped_across_nodes(make_nodes: NodeFactory) -> None:
+    a, b = await make_nodes(max_connections_per_user=2)
+    tab1, tab2 = member("alice", SessionKey("acme", "s1")), member("alice", SessionKey("acme", "s2"))
+    await a.join(tab1)
+    await b.join(tab2)
+    for node in (a, b):
+        refusal = await refused(node, member("alice", SessionKey("acme", "s3")))
+        assert (refusal.code, refusal.reason, refusal.label) == (
+            1013,
+            "too many connections for this user",
+            "per_user_limit",
+        )
+    await a.join(member("bob", SessionKey("acme", "s3")))  # other users are unaffected
+    await b.join(member("alice", SessionKey("globex", "s3")))  # so is the same user id in another org
+    await b.leave(tab2)
+    await a.join(member("alice", SessionKey("acme", "s3")))  # a leave frees its place
+
+
+async def test_an_orgs_sessions_are_capped_across_nodes(make_nodes: NodeFactory) -> None:
+    a, b = await make_nodes(max_sessions_per_org=3)
+    for n, node in enumerate((a, b, a)):
+        await node.join(member(f"u{n}", SessionKey("acme", f"s{n}")))
+    new = SessionKey("acme", "s3")
+    for node in (a, b):
+        refusal = await refused(node, member("v", new))
+        assert isinstance(refusal, SessionLimit)
+        assert (refusal.code, refusal.reason) == (1013, "too many sessions in this organization")
+        with pytest.raises(SessionLimit):  # a publish to a new session would start a stream too
+            await node.publish(new, user_id="svc", name=None, data_json="1")
+    existing = SessionKey("acme", "s0")
+    await b.join(member("v", existing))  # existing sessions still take members...
+    assert await b.publish(existing, user_id="svc", name=None, data_json="1") == 1  # ... and messages
+    await a.join(member("eve", SessionKey("globex", "s3")))  # other orgs are unaffected
+    assert await b.publish(SessionKey("globex", "s4"), user_id="svc", name=None, data_json="1") == 1
+
+
+async def test_an_orgs_connections_are_capped_per_process(make_nodes: NodeFactory) -> None:
+    a, b = await make_nodes(max_connections_per_org=2)
+    await a.join(member("u1"))
+    await a.join(member("u2", SessionKey("acme", "other")))
+    refusal = await refused(a, member("u3"))
+    assert (refusal.code, refusal.reason, refusal.label) == (
+        1013,
+        "too many connections for this organization",
+        "per_org_limit",
+    )
+    await a.join(member("eve", SessionKey("globex", "room")))  # other orgs are unaffected
+    assert a.registry.org_connections("acme") == 2
+    if b is not a:  # another process counts its own
+        await b.join(member("u3"))
+
+
+# -- Redis only: what another writer (or an old bug) left in the presence hash ---------------------
+
+
+@pytest.fixture
+def redis_nodes(redis_server: RedisServer, io_loop: IOLoop) -> Iterator[tuple[RedisBroker, RedisBroker]]:
+    flush(redis_server)
+    pair = [
+        RedisBroker(redis_server.url, Registry(history_size=0, history_ttl=0), history_size=5, node_id=name)
+        for name in ("node-a", "node-b")
+    ]
+    for broker in pair:
+        io_loop.run_sync(broker.start)
+    yield pair[0], pair[1]
+    for broker in pair:
+        io_loop.run_sync(broker.close)
+
+
+GARBAGE = {
+    "g-text": b"not json",
+    "g-surrogate": b'{"n":"node-a","u":"x","m":"\\ud83d"}',  # cjson refuses the escape
+    "g-bytes": b'{"n":"node-a","u":"\xff"}',  # not UTF-8
+    "g-number": b'{"n":"node-a","u":5}',
+    "g-list": b"[1,2]",
+    "g-name": b'{"n":"node-a","u":"ok","m":5}',
+    "g-deep": b"[" * 5000 + b"]" * 5000,
+}
+
+
+async def test_undecodable_presence_entries_never_block_a_session(
+    redis_nodes: tuple[RedisBroker, RedisBroker], redis_server: RedisServer
+) -> None:
+    a, b = redis_nodes
+    raw = aioredis.Redis.from_url(redis_server.url)
+    presence = SessionKeys.of(ROOM).presence
+    try:
+        await raw.hset(presence, mapping=GARBAGE)
+        alice, bob = member("alice", name="Alice"), member("bob")
+        await a.join(alice)
+        await b.join(bob)
+        assert peer(alice).frames[0]["participants"] == [{"user_id": "alice", "name": "Alice"}]
+        assert peer(bob).frames[0]["participant_count"] == 2
+        await peer(alice).until(lambda p: "user_joined" in p.types())
+        assert sorted(await raw.hkeys(presence)) == sorted([alice.connection_id.encode(), bob.connection_id.encode()])
+        await raw.hset(presence, mapping=GARBAGE)  # again: leave, presence, kick and reap meet it too
+        for node in (a, b):
+            assert (await node.presence(ROOM))["participant_count"] == 2
+        await b.leave(bob)
+        await peer(alice).until(lambda p: "user_left" in p.types())
+        assert peer(alice).frames[-1]["participant_count"] == 1
+        assert await b.kick(ROOM, "nobody", 4003, "kicked") == 0
+
+        # A dead node's member among the garbage: any live node reaps it and says so once.
+        ghost = {"n": "node-dead", "u": "ghost"}
+        await raw.sadd("tws:nodes", "node-dead")
+        await raw.sadd(node_sessions("node-dead"), json.dumps(list(ROOM)))
+        await raw.hset(presence, "c-ghost", json.dumps(ghost))
+        await raw.hset(user_connections("acme", "ghost"), "c-ghost", "node-dead")
+        assert not await raw.exists(node_alive("node-dead"))
+        await peer(alice).until(lambda p: p.frames[-1].get("user_id") == "ghost", timeout=5)
+        assert peer(alice).frames[-1] == {
+            "type": "user_left",
+            "session_id": "room",
+            "user_id": "ghost",
+            "participant_count": 1,
+        }
+        assert await raw.hkeys(presence) == [alice.connection_id.encode()]  # reaping removed the garbage
+        assert not await raw.exists(user_connections("acme", "ghost"))
+        carol = member("carol")
+        await b.join(carol)
+        assert peer(carol).frames[0]["participant_count"] == 2
+    finally:
+        await raw.aclose()

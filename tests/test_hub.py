@@ -252,3 +252,72 @@ def test_sessions_per_org_are_capped_counting_kept_history(clock: Clock) -> None
     clock.now += 61
     registry.expire()
     assert registry.has_room(SessionKey("acme", "c"))
+
+
+# -- a member no frame can carry, bans, per-org connections ------------------------------------------
+
+LONE_SURROGATE = "\ud83d"  # half an emoji: JSON and JWT accept it, UTF-8 cannot encode it
+
+
+def test_a_join_whose_frames_cannot_be_built_changes_nothing(hub: Registry) -> None:
+    alice = member("alice", name="Alice")
+    hub.join(alice)
+    for bad in (
+        member("mallory", name=LONE_SURROGATE),  # a new user
+        member("alice", name=LONE_SURROGATE),  # a second tab of a present user: not in the welcome
+        member("mallory", SessionKey("acme", "new"), name=LONE_SURROGATE),  # a new session
+    ):
+        with pytest.raises(UnicodeEncodeError):
+            hub.join(bad)
+    assert hub.connection_count == 1 and hub.user_connections("acme", "mallory") == 0
+    assert hub.org_connections("acme") == 1
+    assert set(hub.sessions) == {ACME} and hub.dormant_count == 0
+    assert hub.presence(ACME)["participants"] == [{"user_id": "alice", "name": "Alice"}]
+    assert peer(alice).types() == ["welcome"]  # nobody heard of the refused joins
+    bob = member("bob")
+    hub.join(bob)  # the session still takes members
+    assert peer(bob).frames[0]["participant_count"] == 2
+    assert peer(alice).take()[-1]["user_id"] == "bob"
+    hub.leave(bob)
+    assert peer(alice).take() == [{"type": "user_left", "session_id": "room", "user_id": "bob", "participant_count": 1}]
+
+
+def test_a_publish_whose_frame_cannot_be_built_starts_no_stream(clock: Clock) -> None:
+    registry = Registry(history_size=5, history_ttl=60, max_sessions_per_org=1, clock=clock)
+    with pytest.raises(UnicodeEncodeError):
+        registry.publish(SessionKey("acme", "a"), user_id="svc", name=LONE_SURROGATE, data_json="1")
+    assert registry.dormant_count == 0
+    assert registry.has_room(SessionKey("acme", "b"))  # no phantom stream holds the org's one slot
+
+
+def test_a_ban_lasts_its_seconds_for_that_user_and_session_only(hub: Registry, clock: Clock) -> None:
+    hub.ban(ACME, "mallory", 30)
+    hub.ban(ACME, "bob", 0)  # no ban
+    assert hub.banned(ACME, "mallory")
+    assert not hub.banned(ACME, "bob") and not hub.banned(SessionKey("acme", "other"), "mallory")
+    assert not hub.banned(SessionKey("globex", "room"), "mallory")
+    clock.now += 29
+    assert hub.banned(ACME, "mallory")
+    clock.now += 1
+    assert not hub.banned(ACME, "mallory")
+
+
+def test_expired_bans_are_swept(hub: Registry, clock: Clock) -> None:
+    for n in range(5):
+        hub.ban(SessionKey("acme", f"s{n}"), "mallory", 10)
+    clock.now += 11
+    hub.expire()
+    assert hub._bans == {}
+
+
+def test_connections_are_counted_per_org(clock: Clock) -> None:
+    registry = Registry(history_size=5, history_ttl=60, max_connections_per_org=2, clock=clock)
+    tabs = [member("alice"), member("bob", SessionKey("acme", "other"))]
+    for m in tabs:
+        registry.join(m)
+    registry.join(member("eve", SessionKey("globex", "room")))
+    assert (registry.org_connections("acme"), registry.org_connections("globex")) == (2, 1)
+    assert registry.org_full("acme") and not registry.org_full("globex")
+    registry.leave(tabs[0])
+    assert registry.org_connections("acme") == 1 and not registry.org_full("acme")
+    assert not Registry(max_connections_per_org=0).org_full("acme")  # 0: no cap

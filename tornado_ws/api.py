@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from typing import Any
 
 from tornado.web import StaticFileHandler
 
 from . import hooks
 from .auth import AuthError, Claims, issue_token
-from .broker import BrokerUnavailable
+from .broker import MAX_BAN_SECONDS, BrokerUnavailable, SessionLimit
 from .errors import CloseCode
 from .hub import SessionKey
 from .messages import FrameError, encode_data, parse_json, valid_session_id
@@ -31,6 +32,8 @@ CONTENT_SECURITY_POLICY = (
 DEMO_TOKEN_TTL = 3600.0
 _MAX_DEMO_FIELD = 128
 PUBLISH_ROLES = frozenset({"service", "admin"})
+#: ASCII digits only: str.isdigit() would let "²" or "٣" through.
+_BAN_SECONDS = re.compile(r"[0-9]{1,8}")
 
 log = logging.getLogger("tornado_ws")
 
@@ -152,13 +155,13 @@ class PublishHandler(ApiHandler):
             raise ApiError(400, "bad_json", "the body is not UTF-8") from None
         except FrameError as exc:
             raise ApiError(400, str(exc.code), exc.message) from None
-        if not self.state.broker.has_room(key):
-            raise ApiError(429, "too_many_sessions", "this organization is at its session limit")
         await self.state.ensure_started()
         try:
             seq = await self.state.broker.publish(
                 key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json
             )
+        except SessionLimit:
+            raise ApiError(429, "too_many_sessions", "this organization is at its session limit") from None
         except BrokerUnavailable:
             raise ApiError(503, "unavailable", "the message broker is unreachable; nothing was published") from None
         self.state.metrics.api_messages_in += 1
@@ -178,17 +181,28 @@ class PresenceHandler(ApiHandler):
 
 
 class KickHandler(ApiHandler):
-    """``DELETE /api/sessions/<id>/users/<user_id>`` (admin): close that user's sockets with 4003."""
+    """``DELETE /api/sessions/<id>/users/<user_id>[?ban_seconds=N]`` (admin): close that user's
+    sockets with 4003; with ``ban_seconds`` its joins of the session are refused (4003) that long."""
 
     async def delete(self, session_id: str, user_id: str) -> None:
         self.require_role(frozenset({"admin"}))
         key = await self.session_key(session_id)
+        ban_seconds = self._ban_seconds()
         await self.state.ensure_started()
         try:
-            closed = await self.state.broker.kick(key, user_id, CloseCode.KICKED, "kicked")
+            closed = await self.state.broker.kick(key, user_id, CloseCode.KICKED, "kicked", ban_seconds=ban_seconds)
         except BrokerUnavailable:
             raise ApiError(503, "unavailable", "the message broker is unreachable") from None
         self.finish({"session_id": session_id, "user_id": user_id, "connections_closed": closed})
+
+    def _ban_seconds(self) -> int:
+        values = self.request.query_arguments.get("ban_seconds")
+        if not values:
+            return 0
+        raw = values[-1].decode("ascii", "replace")
+        if _BAN_SECONDS.fullmatch(raw) is None or int(raw) > MAX_BAN_SECONDS:
+            raise ApiError(400, "bad_request", f"ban_seconds must be an integer from 0 to {MAX_BAN_SECONDS}")
+        return int(raw)
 
 
 class DemoTokenHandler(JsonHandler):

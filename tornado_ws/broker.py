@@ -11,12 +11,50 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from .errors import CloseCode
 from .history import Recovery
 from .hub import Member, Registry, SessionKey
+
+#: The longest ban a kick may impose (30 days).
+MAX_BAN_SECONDS = 30 * 24 * 3600
 
 
 class BrokerUnavailable(Exception):
     """The broker cannot be reached; the operation did not happen."""
+
+
+class JoinRefused(Exception):
+    """A cap or a ban refused the join; nothing changed. The handler closes with ``code``/``reason``."""
+
+    def __init__(self, code: int, reason: str, label: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        #: The ``reason`` label of the refused-handshakes metric.
+        self.label = label
+
+    @classmethod
+    def banned(cls) -> JoinRefused:
+        return cls(CloseCode.KICKED, "banned", "banned")
+
+    @classmethod
+    def org_connections(cls) -> JoinRefused:
+        return cls(CloseCode.TRY_AGAIN_LATER, "too many connections for this organization", "per_org_limit")
+
+    @classmethod
+    def user_connections(cls) -> JoinRefused:
+        return cls(CloseCode.TRY_AGAIN_LATER, "too many connections for this user", "per_user_limit")
+
+
+class SessionLimit(JoinRefused):
+    """The key would be a new session and its org is at ``--max-sessions-per-org``.
+
+    Raised by :meth:`Broker.join` and by :meth:`Broker.publish`: a publish to a new
+    session starts a stream too. Members publishing in their own session never see it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(CloseCode.TRY_AGAIN_LATER, "too many sessions in this organization", "org_session_limit")
 
 
 class Broker(abc.ABC):
@@ -48,14 +86,15 @@ class Broker(abc.ABC):
         """Leave synchronously when this broker can (no I/O); False means "use :meth:`leave`"."""
         return False
 
-    def has_room(self, key: SessionKey) -> bool:
-        """False when ``key`` would be a new session over the org's session cap (per node)."""
-        return self.registry.has_room(key)
-
     @abc.abstractmethod
     async def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
         """Add ``member``: it gets ``welcome`` (+ missed frames when resuming), then live frames;
-        the session's other members get ``user_joined`` if this is the user's first connection."""
+        the session's other members get ``user_joined`` if this is the user's first connection.
+
+        Admission is part of the join, atomically: :class:`JoinRefused` when the user is
+        banned from the session, the org is at ``max_connections_per_org`` in this process,
+        the user at ``max_connections_per_user`` or (:class:`SessionLimit`) the org at
+        ``max_sessions_per_org``; the last two count every node."""
 
     @abc.abstractmethod
     async def leave(self, member: Member) -> None:
@@ -63,22 +102,37 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
-        """Sequence a message and deliver it to every member of the session; returns its seq."""
+        """Sequence a message and deliver it to every member of the session; returns its seq.
+
+        :class:`SessionLimit` when ``key`` would be a new session over the org's cap."""
 
     @abc.abstractmethod
     async def presence(self, key: SessionKey) -> dict[str, Any]:
         """``{"participants": [...], "participant_count": N}`` across all nodes."""
 
     @abc.abstractmethod
-    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
-        """Close every connection of ``user_id`` in ``key`` on every node; returns how many."""
+    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str, *, ban_seconds: int = 0) -> int:
+        """Close every connection of ``user_id`` in ``key`` on every node; returns how many.
+
+        With ``ban_seconds`` the user's joins of ``key`` are refused (4003 ``banned``) on every
+        node for that long; the ban is in place before the first socket closes."""
 
 
 class MemoryBroker(Broker):
     """Everything in this process: the registry's own streams and presence."""
 
     async def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
-        return self.registry.join(member, epoch=epoch, since=since)
+        registry, key = self.registry, member.key
+        # No await between these checks and the join: nothing can slip in between.
+        if registry.banned(key, member.user_id):
+            raise JoinRefused.banned()
+        if registry.org_full(key.org_id):
+            raise JoinRefused.org_connections()
+        if registry.user_connections(key.org_id, member.user_id) >= registry.max_connections_per_user:
+            raise JoinRefused.user_connections()
+        if not registry.has_room(key):
+            raise SessionLimit()
+        return registry.join(member, epoch=epoch, since=since)
 
     async def leave(self, member: Member) -> None:
         self.leave_now(member)
@@ -88,13 +142,16 @@ class MemoryBroker(Broker):
         return True
 
     async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
-        return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)
+        return self.publish_now(key, user_id=user_id, name=name, data_json=data_json)
 
-    def publish_now(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int | None:
+    def publish_now(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
+        if not self.registry.has_room(key):
+            raise SessionLimit()
         return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)
 
     async def presence(self, key: SessionKey) -> dict[str, Any]:
         return self.registry.presence(key)
 
-    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
+    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str, *, ban_seconds: int = 0) -> int:
+        self.registry.ban(key, user_id, ban_seconds)
         return self.registry.kick(key, user_id, code, reason)

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-connections-per-user", type=int, default=8, help="per org+user; the next one closes 1013")
     p.add_argument("--max-outbound-buffer", type=int, default=1 << 20, help="unsent bytes before a 4008 cut")
     p.add_argument("--max-connections", type=int, default=20_000, help="per process; beyond it HTTP 503")
+    p.add_argument(
+        "--max-connections-per-org",
+        type=int,
+        default=10_000,
+        help="per org, per process (0: off); the next closes 1013",
+    )
     p.add_argument("--max-session-id-length", type=int, default=128, help="longest accepted session id")
     p.add_argument("--max-sessions-per-org", type=int, default=1000, help="sessions per org; beyond it 1013 / 429")
     p.add_argument(
@@ -128,6 +134,7 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         max_connections_per_user=args.max_connections_per_user,
         max_outbound_buffer=args.max_outbound_buffer,
         max_connections=args.max_connections,
+        max_connections_per_org=args.max_connections_per_org,
         max_session_id_length=args.max_session_id_length,
         max_sessions_per_org=args.max_sessions_per_org,
         allowed_origins=_origins(args.allowed_origins),

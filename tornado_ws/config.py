@@ -83,6 +83,8 @@ class Config:
     max_outbound_buffer: int = 1 << 20
     #: Open WebSocket connections per process; beyond it the handshake gets HTTP 503.
     max_connections: int = 20_000
+    #: Open connections of one organization per process (0: no cap); the next one is closed 1013.
+    max_connections_per_org: int = 10_000
     max_session_id_length: int = 128
     #: Sessions (with members or with kept history) per organization: caps memory per tenant.
     max_sessions_per_org: int = 1000
@@ -144,6 +146,8 @@ class Config:
             raise ConfigError("--max-sessions-per-org must be >= 1")
         if self.max_connections_per_user < 1 or self.max_connections < 1:
             raise ConfigError("--max-connections and --max-connections-per-user must be >= 1")
+        if self.max_connections_per_org < 0:
+            raise ConfigError(f"--max-connections-per-org must be >= 0 (0: no cap), got {self.max_connections_per_org}")
         if self.max_outbound_buffer < 1024:
             raise ConfigError(f"--max-outbound-buffer must be at least 1024 bytes, got {self.max_outbound_buffer}")
         if not 1 <= self.max_session_id_length <= MAX_SESSION_ID_LIMIT:

@@ -19,7 +19,7 @@ from tornado.routing import URLSpec
 
 from .api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
 from .auth import Claims, TokenVerifier
-from .broker import Broker, MemoryBroker
+from .broker import MAX_BAN_SECONDS, Broker, MemoryBroker, SessionLimit
 from .config import Config
 from .errors import CloseCode
 from .handlers import SessionHandler
@@ -36,18 +36,22 @@ EXPIRE_EVERY_MS = 5_000
 
 
 def _make_broker(config: Config) -> Broker:
-    if config.broker == "memory":
-        return MemoryBroker(
-            Registry(
-                history_size=config.history_size,
-                history_ttl=config.history_ttl,
-                max_sessions_per_org=config.max_sessions_per_org,
-            )
+    def registry(history_size: int, history_ttl: float) -> Registry:
+        return Registry(
+            history_size=history_size,
+            history_ttl=history_ttl,
+            max_sessions_per_org=config.max_sessions_per_org,
+            max_connections_per_user=config.max_connections_per_user,
+            max_connections_per_org=config.max_connections_per_org,
         )
+
+    if config.broker == "memory":
+        return MemoryBroker(registry(config.history_size, config.history_ttl))
     from .redis_broker import RedisBroker  # redis is an optional extra
 
-    # Order, history and presence live in Redis; the local registry only fans out.
-    local = Registry(history_size=0, history_ttl=0, max_sessions_per_org=config.max_sessions_per_org)
+    # Order, history and presence live in Redis; the local registry only fans out. It holds the
+    # caps too, which the RedisBroker enforces across nodes (but the per-org one, per process).
+    local = registry(0, 0)
     return RedisBroker(config.broker, local, history_size=config.history_size, history_ttl=config.history_ttl)
 
 
@@ -188,11 +192,12 @@ class Hub:
         surrogates), ``BrokerUnavailable`` when Redis cannot be reached.
         """
         key = self._key(org_id, session_id)
-        if not self.broker.has_room(key):
-            raise ValueError(f"organization {org_id!r} is at its session limit")
         data_json = encode_data(data)
         await self.state.ensure_started()
-        seq = await self.broker.publish(key, user_id=user_id, name=name, data_json=data_json)
+        try:
+            seq = await self.broker.publish(key, user_id=user_id, name=name, data_json=data_json)
+        except SessionLimit:
+            raise ValueError(f"organization {org_id!r} is at its session limit") from None
         self.state.metrics.api_messages_in += 1
         return seq
 
@@ -208,10 +213,17 @@ class Hub:
         await self.state.ensure_started()
         return await self.broker.presence(self._key(org_id, session_id))
 
-    async def kick(self, org_id: str, session_id: str, user_id: str) -> int:
-        """Close every connection of ``user_id`` in the session, on every node, with 4003; returns how many."""
+    async def kick(self, org_id: str, session_id: str, user_id: str, *, ban_seconds: int = 0) -> int:
+        """Close every connection of ``user_id`` in the session, on every node, with 4003; returns how many.
+
+        ``ban_seconds`` (0 to 30 days) also refuses the user's joins of the session that long,
+        on every node (close 4003 ``banned``); ``ValueError`` for anything else.
+        """
+        key = self._key(org_id, session_id)
+        if isinstance(ban_seconds, bool) or not isinstance(ban_seconds, int) or not 0 <= ban_seconds <= MAX_BAN_SECONDS:
+            raise ValueError(f"ban_seconds must be an integer from 0 to {MAX_BAN_SECONDS}")
         await self.state.ensure_started()
-        return await self.broker.kick(self._key(org_id, session_id), user_id, CloseCode.KICKED, "kicked")
+        return await self.broker.kick(key, user_id, CloseCode.KICKED, "kicked", ban_seconds=ban_seconds)
 
     async def aclose(self) -> None:
         """Stop the sweeper and disconnect the broker."""

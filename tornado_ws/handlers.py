@@ -19,7 +19,7 @@ from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketP
 
 from . import hooks
 from .auth import AuthError
-from .broker import BrokerUnavailable
+from .broker import BrokerUnavailable, JoinRefused
 from .connection import adopt_stream
 from .errors import CloseCode
 from .hub import Member, Registry, SessionKey
@@ -175,14 +175,6 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             return
         if participant.closing:
             return  # closed (shutdown, say) while the hook ran
-        if self.core.user_connections(claims.org_id, claims.user_id) >= self.config.max_connections_per_user:
-            self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "too many connections for this user", "per_user_limit")
-            return
-        if not self.broker.has_room(SessionKey(claims.org_id, session_id)):
-            self._refuse(
-                session_id, CloseCode.TRY_AGAIN_LATER, "too many sessions in this organization", "org_session_limit"
-            )
-            return
         self.state.start_housekeeping()
         member = Member(
             key=SessionKey(claims.org_id, session_id),
@@ -192,13 +184,6 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             peer=participant,
         )
         participant.joined(member, claims)
-        log.info(
-            "connect session=%s org=%s user=%s conn=%s",
-            session_id,
-            claims.org_id,
-            claims.user_id,
-            member.connection_id,
-        )
         try:
             await self.state.ensure_started()
             await self.broker.join(
@@ -211,4 +196,11 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             participant.member = None
             self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "unavailable; try again later", "unavailable")
             return
+        except JoinRefused as exc:  # a cap or a ban, checked by the broker atomically with the join
+            participant.member = None
+            self._refuse(session_id, exc.code, exc.reason, exc.label)
+            return
+        log.info(
+            "connect session=%s org=%s user=%s conn=%s", session_id, claims.org_id, claims.user_id, member.connection_id
+        )
         await hooks.observe(self.state.hooks.on_join, "on_join", claims, session_id)

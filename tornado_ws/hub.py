@@ -113,17 +113,25 @@ class Registry:
         history_size: int = 100,
         history_ttl: float = 300.0,
         max_sessions_per_org: int = 1000,
+        max_connections_per_user: int = 8,
+        max_connections_per_org: int = 10_000,
         clock: Callable[[], float] = time.time,
         epoch_factory: Callable[[], str] = new_epoch,
     ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.max_sessions_per_org = max_sessions_per_org
+        self.max_connections_per_user = max_connections_per_user
+        #: Connections of one org in this process; 0 turns the cap off.
+        self.max_connections_per_org = max_connections_per_org
         self._clock = clock
         self._epoch_factory = epoch_factory
         self.sessions: dict[SessionKey, Session] = {}
         self._dormant: dict[SessionKey, Stream] = {}
         self._per_user: dict[tuple[str, str], int] = {}
+        self._per_org: dict[str, int] = {}
+        #: (session, user) -> when its ban ends (clock time); kick(ban_seconds=...) fills it.
+        self._bans: dict[tuple[SessionKey, str], float] = {}
         #: Streams (live or dormant) per org: what --max-sessions-per-org caps.
         self._org_streams: dict[str, int] = {}
         self._connections = 0
@@ -139,6 +147,25 @@ class Registry:
     def user_connections(self, org_id: str, user_id: str) -> int:
         """Open connections of one user of one org, across all its sessions."""
         return self._per_user.get((org_id, user_id), 0)
+
+    def org_connections(self, org_id: str) -> int:
+        """Open connections of one org in this process, across all its sessions."""
+        return self._per_org.get(org_id, 0)
+
+    def org_full(self, org_id: str) -> bool:
+        """True when the org's next connection would exceed ``max_connections_per_org``."""
+        cap = self.max_connections_per_org
+        return cap > 0 and self._per_org.get(org_id, 0) >= cap
+
+    def banned(self, key: SessionKey, user_id: str) -> bool:
+        """Whether ``user_id`` is banned from session ``key`` right now."""
+        until = self._bans.get((key, user_id))
+        if until is None:
+            return False
+        if until > self._clock():
+            return True
+        del self._bans[(key, user_id)]
+        return False
 
     @property
     def dormant_count(self) -> int:
@@ -182,28 +209,49 @@ class Registry:
         return session
 
     def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
-        """Add ``member``: it gets ``welcome``, then any recovered frames; others get ``user_joined``."""
-        session = self._session_for(member.key)
-        first = session._add(member)
-        self._count(member, +1)
-        session.stream.touch(self._clock())
-        recovery = session.stream.recover(epoch, since)
-        member.peer.send(
-            messages.welcome_frame(
-                session_id=member.key.session_id,
-                user_id=member.user_id,
-                org_id=member.key.org_id,
-                connection_id=member.connection_id,
-                participants=session.participants(),
-                seq=session.stream.last_seq,
-                epoch=session.stream.epoch,
-                recovered=recovery.recovered,
-            )
+        """Add ``member``: it gets ``welcome``, then any recovered frames; others get ``user_joined``.
+
+        Every frame is built before anything changes: a claim no frame can carry (a lone
+        surrogate in ``name``) raises here and leaves the registry as it was.
+        """
+        key = member.key
+        now = self._clock()
+        session = self.sessions.get(key)
+        stream = session.stream if session is not None else self._dormant.get(key)
+        if stream is None:
+            stream = Stream(self.history_size, now, self._epoch_factory)
+        participants = session.participants() if session is not None else []
+        first = session is None or member.user_id not in session._presence
+        if first:
+            participants.append(messages.participant(member.user_id, member.name))
+        recovery = stream.recover(epoch, since)
+        welcome = messages.welcome_frame(
+            session_id=key.session_id,
+            user_id=member.user_id,
+            org_id=key.org_id,
+            connection_id=member.connection_id,
+            participants=participants,
+            seq=stream.last_seq,
+            epoch=stream.epoch,
+            recovered=recovery.recovered,
         )
+        # Built even when nobody is told: it proves this member's name fits a frame, so its
+        # user_left (built from the same fields) cannot fail later.
+        joined = messages.presence_frame(
+            "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name, count=len(participants)
+        )
+        if session is None:
+            if self._dormant.pop(key, None) is None:
+                self._org_streams[key.org_id] = self._org_streams.get(key.org_id, 0) + 1
+            session = self.sessions[key] = Session(key, stream)
+        session._add(member)
+        self._count(member, +1)
+        stream.touch(now)
+        member.peer.send(welcome)
         for frame in recovery.frames:
             member.peer.send(frame)
         if first and len(session.members) > 1:  # nobody to tell in a room of one
-            session.broadcast(self._presence_frame("user_joined", session, member), exclude=member)
+            session.broadcast(joined, exclude=member)
         return recovery
 
     def leave(self, member: Member) -> None:
@@ -211,22 +259,32 @@ class Registry:
         session = self.sessions.get(member.key)
         if session is None or session.members.get(member.connection_id) is not member:
             return
-        last_of_user = session._remove(member)
+        left = None
+        if session._presence[member.user_id].connections == 1 and len(session.members) > 1:
+            left = messages.presence_frame(
+                "user_left",
+                session_id=member.key.session_id,
+                user_id=member.user_id,
+                name=member.name,
+                count=session.participant_count - 1,
+            )
+        session._remove(member)
         self._count(member, -1)
         session.stream.touch(self._clock())
         if not session.members:
             self._retire(session)
-        elif last_of_user:
-            session.broadcast(self._presence_frame("user_left", session, member))
+        elif left is not None:
+            session.broadcast(left)
 
     def _count(self, member: Member, delta: int) -> None:
         self._connections += delta
-        user = (member.key.org_id, member.user_id)
-        remaining = self._per_user.get(user, 0) + delta
-        if remaining:
-            self._per_user[user] = remaining
-        else:
-            del self._per_user[user]
+        _add_to(self._per_user, (member.key.org_id, member.user_id), delta)
+        _add_to(self._per_org, member.key.org_id, delta)
+
+    def ban(self, key: SessionKey, user_id: str, seconds: float) -> None:
+        """Refuse ``user_id``'s joins of ``key`` for ``seconds`` (a later ban replaces it; 0: none)."""
+        if seconds > 0:
+            self._bans[(key, user_id)] = self._clock() + seconds
 
     def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
         """Remove every connection of ``user_id`` from session ``key`` and close them; returns how many."""
@@ -246,30 +304,22 @@ class Registry:
         else:
             self._drop_stream(session.key)
 
-    def _presence_frame(self, kind: str, session: Session, member: Member) -> OutFrame:
-        return messages.presence_frame(
-            kind,
-            session_id=member.key.session_id,
-            user_id=member.user_id,
-            name=member.name,
-            count=session.participant_count,
-        )
-
     # -- messages ----------------------------------------------------------
 
     def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
         """Sequence ``data_json`` in session ``key`` and deliver it to every member."""
         session = self.sessions.get(key)
         stream = session.stream if session else self._dormant.get(key)
+        now = self._clock()
+        seq = stream.next_seq() if stream is not None else 1
+        # The frame first: one that cannot be built must not leave a new stream behind.
+        frame = messages.message_frame(
+            session_id=key.session_id, user_id=user_id, name=name, seq=seq, ts=now, data_json=data_json
+        )
         if stream is None:
             # A publish to a session nobody is in still starts its stream, so a
             # member who joins later can resume from it.
             stream = self._dormant[key] = self._new_stream(key)
-        now = self._clock()
-        seq = stream.next_seq()
-        frame = messages.message_frame(
-            session_id=key.session_id, user_id=user_id, name=name, seq=seq, ts=now, data_json=data_json
-        )
         stream.append(seq, frame, now)
         if session is not None:
             self.deliveries += len(session.members)
@@ -341,6 +391,9 @@ class Registry:
         for session in self.sessions.values():
             if session.stream.last_activity < deadline:
                 session.stream.forget_history()
+        now = self._clock()
+        for ban in [ban for ban, until in self._bans.items() if until <= now]:
+            del self._bans[ban]
         return len(stale)
 
     def close_all(self, code: int, reason: str) -> None:
@@ -353,5 +406,15 @@ class Registry:
         self.sessions.clear()
         self._dormant.clear()
         self._per_user.clear()
+        self._per_org.clear()
+        self._bans.clear()
         self._org_streams.clear()
         self._connections = 0
+
+
+def _add_to(counts: dict[Any, int], key: Any, delta: int) -> None:
+    remaining = counts.get(key, 0) + delta
+    if remaining:
+        counts[key] = remaining
+    else:
+        del counts[key]

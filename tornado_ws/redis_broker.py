@@ -38,7 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from . import messages, redis_scripts
-from .broker import Broker, BrokerUnavailable
+from .broker import Broker, BrokerUnavailable, JoinRefused, SessionLimit
 from .errors import CloseCode
 from .history import Recovery, new_epoch
 from .hub import Member, Registry, SessionKey
@@ -60,13 +60,44 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def _entry(raw: bytes | str) -> dict[str, Any] | None:
+    """A presence entry, or None for one that does not decode or whose text no frame can carry."""
+    try:
+        entry = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(entry, dict):
+        return None
+    texts = (entry.get("u"), entry.get("n"), entry.get("m", ""))
+    try:
+        if not all(isinstance(text, str) and text.encode() is not None for text in texts):
+            return None
+    except UnicodeEncodeError:
+        return None
+    return entry
+
+
 def _participants(entries: list[bytes] | list[bytes | str]) -> list[dict[str, str]]:
-    """Distinct users of presence entries, in first-seen order."""
+    """Distinct users of presence entries, in first-seen order; undecodable entries are skipped."""
     seen: dict[str, str | None] = {}
     for raw in entries:
-        entry = json.loads(raw)
-        seen.setdefault(entry["u"], entry.get("m"))
+        entry = _entry(raw)
+        if entry is not None:
+            seen.setdefault(entry["u"], entry.get("m"))
     return [messages.participant(user, name) for user, name in seen.items()]
+
+
+def _encoded(values: list[str | int]) -> list[bytes | int]:
+    """Script keys and args as bytes: text that cannot be encoded fails here, before any state changes."""
+    return [value.encode() if isinstance(value, str) else value for value in values]
+
+
+#: What the JOIN script's refusals mean.
+_REFUSALS: dict[bytes, Callable[[], JoinRefused]] = {
+    b"banned": JoinRefused.banned,
+    b"user": JoinRefused.user_connections,
+    b"sessions": SessionLimit,
+}
 
 
 class RedisBroker(Broker):
@@ -102,7 +133,7 @@ class RedisBroker(Broker):
         self._pubsub_client = aioredis.Redis.from_url(pubsub_url or url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
-            for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "REAP")
+            for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "REAP", "KEEP")
         }
         self._pubsub: Any = None
         self._channels: dict[bytes, SessionKey] = {}
@@ -181,36 +212,64 @@ class RedisBroker(Broker):
                 raise BrokerUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, script: str, keys: list[Any], args: list[Any]) -> Any:
         return await self._do(lambda: self._scripts[script](keys=keys, args=args))
 
     # -- the Broker interface -----------------------------------------------------------
 
     async def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
         key, keys = member.key, SessionKeys.of(member.key)
+        registry = self.registry
+        if registry.org_full(key.org_id):  # per process; no await until attach() counts this one
+            raise JoinRefused.org_connections()
+        # Everything that can fail is computed before Redis or the registry changes: a claim no
+        # frame can carry raises here, not after its presence entry was written.
+        messages.presence_frame_parts(
+            "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name
+        )
+        entry = {"n": self.node_id, "u": member.user_id, **({"m": member.name} if member.name else {})}
+        script_keys = _encoded(
+            [
+                keys.epoch,
+                keys.seq,
+                keys.history,
+                keys.presence,
+                redis_scripts.node_sessions(self.node_id),
+                redis_scripts.org_sessions(key.org_id),
+                redis_scripts.user_connections(key.org_id, member.user_id),
+                redis_scripts.ban(key, member.user_id),
+            ]
+        )
+        script_args = _encoded(
+            [
+                new_epoch(),
+                -1 if since is None else since,
+                self.ttl,
+                epoch or "",
+                member.connection_id,
+                json.dumps(entry),
+                member.user_id,
+                json.dumps(list(key)),
+                self.node_id,
+                key.session_id,
+                registry.max_connections_per_user,
+                registry.max_sessions_per_org,
+            ]
+        )
         self._active[member.connection_id] = member
-        self.registry.attach(member)
+        registry.attach(member)
         try:
             await self._subscribe(key)
-            entry = {"n": self.node_id, "u": member.user_id, **({"m": member.name} if member.name else {})}
-            first, entries, snap = await self._call(
-                "JOIN",
-                [keys.epoch, keys.seq, keys.history, keys.presence, redis_scripts.node_sessions(self.node_id)],
-                [
-                    new_epoch(),
-                    -1 if since is None else since,
-                    self.ttl,
-                    epoch or "",
-                    member.connection_id,
-                    json.dumps(entry),
-                    member.user_id,
-                    json.dumps(list(key)),
-                ],
-            )
+            result = await self._call("JOIN", script_keys, script_args)
         except (BrokerUnavailable, RedisError, OSError) as exc:
             self._active.pop(member.connection_id, None)
             self._detach(member)
             raise BrokerUnavailable(str(exc)) from None
+        if len(result) == 1:  # refused: the script changed nothing
+            self._active.pop(member.connection_id, None)
+            self._detach(member)
+            raise _REFUSALS[result[0]]()
+        first, entries, snap = result
         if member.connection_id not in self._active:  # it left while we waited on Redis
             await self._presence_leave(member)
             return Recovery(False)
@@ -252,24 +311,33 @@ class RedisBroker(Broker):
         before, after = messages.message_frame_parts(
             session_id=key.session_id, user_id=user_id, name=name, ts=self._clock(), data_json=data_json
         )
-        seq = await self._call(
-            "PUBLISH",
-            [keys.epoch, keys.seq, keys.history, keys.channel],
-            [new_epoch(), self.history_size, self.ttl, before, after],
+        # A session with members here exists: its members' messages never meet the cap.
+        cap = 0 if key in self.registry.sessions else self.registry.max_sessions_per_org
+        seq = int(
+            await self._call(
+                "PUBLISH",
+                _encoded([keys.epoch, keys.seq, keys.history, keys.channel, redis_scripts.org_sessions(key.org_id)]),
+                _encoded([new_epoch(), self.history_size, self.ttl, before, after, key.session_id, cap]),
+            )
         )
-        return int(seq)
+        if seq < 0:
+            raise SessionLimit()
+        return seq
 
     async def presence(self, key: SessionKey) -> dict[str, Any]:
         entries = await self._do(lambda: self.redis.hvals(SessionKeys.of(key).presence))
         participants = _participants(entries)
         return {"participants": participants, "participant_count": len(participants)}
 
-    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
+    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str, *, ban_seconds: int = 0) -> int:
         keys = SessionKeys.of(key)
-        entries = await self._do(lambda: self.redis.hvals(keys.presence))
         order = "k" + json.dumps({"u": user_id, "c": code, "r": reason})
+        if ban_seconds > 0:  # before the kick order: a kicked socket that reconnects at once is refused
+            ban = redis_scripts.ban(key, user_id)
+            await self._do(lambda: self.redis.set(ban, b"1", ex=ban_seconds))
+        entries = await self._do(lambda: self.redis.hvals(keys.presence))
         await self._do(lambda: self.redis.publish(keys.channel, order))
-        return sum(1 for raw in entries if json.loads(raw)["u"] == user_id)
+        return sum(1 for raw in entries if (entry := _entry(raw)) is not None and entry["u"] == user_id)
 
     # -- presence --------------------------------------------------------------------
 
@@ -278,7 +346,10 @@ class RedisBroker(Broker):
         before, after = messages.presence_frame_parts(
             "user_left", session_id=member.key.session_id, user_id=member.user_id, name=member.name
         )
-        await self._call("LEAVE", [keys.presence, keys.channel], [member.connection_id, member.user_id, before, after])
+        user = redis_scripts.user_connections(member.key.org_id, member.user_id)
+        await self._call(
+            "LEAVE", [keys.presence, keys.channel, user], [member.connection_id, member.user_id, before, after]
+        )
 
     async def _announce(
         self, kind: str, key: SessionKey, user_id: str, name: str | None, count: int, exclude: Member | None
@@ -486,12 +557,17 @@ class RedisBroker(Broker):
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(redis_scripts.node_alive(self.node_id), b"1", px=int(PRESENCE_TTL * 1000))
         pipe.sadd(redis_scripts.NODES, self.node_id)
-        for key in list(self._epochs):
+        live = list(self._epochs)
+        for key in live:
             keys = SessionKeys.of(key)
             # A session with members never loses its epoch/counter, however quiet it is.
             pipe.expire(keys.epoch, self.ttl)
             pipe.expire(keys.seq, self.ttl)
         await pipe.execute()
+        if live:  # ... nor its place in --max-sessions-per-org (not in the pipeline: redis-py's
+            # pipelines hold a connection forever when loading a script fails)
+            org_keys = [redis_scripts.org_sessions(key.org_id) for key in live]
+            await self._call("KEEP", _encoded([*org_keys]), _encoded([self.ttl, *(key.session_id for key in live)]))
         if self._held and self.connected.is_set():
             await self._resync(list(self._held))
         pending, self._unfinished_leaves = self._unfinished_leaves, []
@@ -511,10 +587,13 @@ class RedisBroker(Broker):
         for raw in await self.redis.smembers(redis_scripts.node_sessions(node)):
             org_id, session_id = json.loads(raw)
             key = SessionKey(org_id, session_id)
-            left, gone = await self._call("REAP", [SessionKeys.of(key).presence], [node])
+            left, gone = await self._call(
+                "REAP", [SessionKeys.of(key).presence], [node, redis_scripts.user_prefix(org_id)]
+            )
             count = len(_participants(left))
             for entry_raw in gone:
-                entry = json.loads(entry_raw)
-                await self._announce("user_left", key, entry["u"], entry.get("m"), count, None)
+                entry = _entry(entry_raw)
+                if entry is not None:
+                    await self._announce("user_left", key, entry["u"], entry.get("m"), count, None)
         await self.redis.delete(redis_scripts.node_sessions(node))
         await self.redis.srem(redis_scripts.NODES, node)
