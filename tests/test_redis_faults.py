@@ -221,8 +221,8 @@ async def test_a_frame_lost_on_the_pubsub_path_is_read_from_history(cluster: Spl
     try:
         # The real PUBLISH script, sent to a channel nobody listens to: sequenced and kept, never heard.
         lost = direct.register_script(redis_scripts.PUBLISH)
-        void = [keys.epoch, keys.seq, keys.history, "tws:test:void"]
-        assert await lost(keys=void, args=[new_epoch(), 100, 60, before, after]) == 3
+        void = [keys.epoch, keys.seq, keys.history, "tws:test:void", redis_scripts.org_sessions(ROOM.org_id)]
+        assert await lost(keys=void, args=[new_epoch(), 100, 60, before, after, ROOM.session_id, 0]) == 3
     finally:
         await direct.aclose()
     await pub.publish("four")
