@@ -146,6 +146,9 @@ class RedisBroker(Broker):
         #: (epoch, seq, frame). Empty unless the pub/sub reconnected or a seq was skipped.
         self._held: dict[SessionKey, list[tuple[str, int, OutFrame]]] = {}
         self._resyncing: set[SessionKey] = set()
+        #: Members whose snapshot is newer than what the listener has delivered: (member, its
+        #: snapshot's seq), released by _deliver once the live stream reaches it.
+        self._waiting: dict[SessionKey, list[tuple[Member, int]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
@@ -275,7 +278,9 @@ class RedisBroker(Broker):
             return Recovery(False)
         stream_epoch, last_seq, recovered, frames = snap[0].decode(), int(snap[1]), bool(snap[2]), snap[3]
         self._epochs.setdefault(key, stream_epoch)
-        self._seen[key] = max(self._seen.get(key, 0), last_seq)
+        seen = self._seen.get(key)
+        if seen is None:  # the first member here: the live stream starts after its snapshot
+            self._seen[key] = seen = last_seq
         participants = _participants(entries)
         member.peer.send(
             messages.welcome_frame(
@@ -292,7 +297,13 @@ class RedisBroker(Broker):
         replay = [OutFrame(raw.decode()) for raw in frames]
         for frame in replay:
             member.peer.send(frame)
-        self.registry.release(member, last_seq)
+        if seen >= last_seq:
+            self.registry.release(member, last_seq)
+        else:
+            # The listener is behind this snapshot: frames up to last_seq are still on their way to
+            # the members already here. Never skip them (they would lose them); hold the newcomer
+            # until they pass, so it gets each seq after its snapshot once.
+            self._waiting.setdefault(key, []).append((member, last_seq))
         if first:
             await self._announce("user_joined", key, member.user_id, member.name, len(participants), member)
         return Recovery(recovered, replay)
@@ -381,6 +392,11 @@ class RedisBroker(Broker):
             raise BrokerUnavailable("redis did not confirm the subscription") from None
 
     def _detach(self, member: Member) -> None:
+        waiting = self._waiting.get(member.key)
+        if waiting is not None:
+            waiting[:] = [entry for entry in waiting if entry[0] is not member]
+            if not waiting:
+                del self._waiting[member.key]
         if self.registry.detach(member):
             # Nobody left here: stop receiving the session (a later join subscribes again).
             channel = SessionKeys.of(member.key).channel.encode()
@@ -480,6 +496,21 @@ class RedisBroker(Broker):
                 return
         self._seen[key] = seq
         self.registry.deliver(key, frame, seq=seq)
+        if self._waiting:
+            self._release_caught_up(key, seq)
+
+    def _release_caught_up(self, key: SessionKey, seq: int) -> None:
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            return
+        ready = [(member, after) for member, after in waiting if after <= seq]
+        if not ready:
+            return
+        waiting[:] = [(member, after) for member, after in waiting if after > seq]
+        if not waiting:
+            del self._waiting[key]
+        for member, after in ready:
+            self.registry.release(member, after)
 
     def _hold(self, key: SessionKey, held: list[tuple[str, int, OutFrame]], item: tuple[str, int, OutFrame]) -> None:
         if len(held) >= self.history_size:
@@ -497,6 +528,7 @@ class RedisBroker(Broker):
         self._held.pop(key, None)
         self._epochs.pop(key, None)
         self._seen.pop(key, None)
+        self._waiting.pop(key, None)
 
     def _hold_for_resync(self, channels: set[bytes]) -> None:
         """After a pub/sub reconnect: hold the sessions' live frames until history fills the gap."""
