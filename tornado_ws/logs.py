@@ -55,8 +55,10 @@ def redact_query(query: str) -> str:
     changed = False
     for i, part in enumerate(parts):
         name, _, value = part.partition("=")
-        if value and unquote_plus(name, encoding="latin-1").lower() in _SECRET_PARAMS:
-            parts[i] = f"{name}={REDACTED}"
+        if "%" in name or "+" in name:  # unquote_plus is the slow part; most names need none
+            name = unquote_plus(name, encoding="latin-1")
+        if value and name.lower() in _SECRET_PARAMS:
+            parts[i] = part[: len(part) - len(value)] + REDACTED  # the name as it was sent
             changed = True
     return "&".join(parts) if changed else query
 
