@@ -63,7 +63,7 @@ def test_valid_token_yields_claims(hs: TokenVerifier) -> None:
         (make_token(org="o" * 300), "invalid org claim"),
         (make_token(roles=[1, 2]), "invalid roles claim"),
         (jwt.encode({"sub": "a", "org": "b"}, SECRET, algorithm="HS256"), "token lacks claim exp"),
-        (make_token(exp="soon"), "invalid token"),
+        (make_token(exp="soon"), "invalid exp claim"),
     ],
 )
 def test_refusals_have_fixed_safe_reasons(hs: TokenVerifier, token: str | None, reason: str) -> None:
@@ -218,3 +218,136 @@ def test_the_fast_path_is_taken_for_plain_tokens_and_off_with_audience_or_issuer
         assert TokenVerifier.from_config(test_config(**extra))._fast_payload(token) is None
     pem_like = TokenVerifier({"HS256": "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----"})
     assert pem_like._fast_payload(token) is None  # PyJWT refuses such a secret; no shortcut around that
+
+
+# -- hostile claims: what goes into a frame must encode; times are numbers; no duplicate keys -------
+
+_RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+#: The three ways a token is verified; every refusal below must read the same on each.
+PATHS: dict[str, tuple[Any, str]] = {
+    "fast": (lambda: TokenVerifier.from_config(test_config()), "HS256"),
+    "pyjwt-audience": (lambda: TokenVerifier.from_config(test_config(jwt_audience="app")), "HS256"),
+    "pyjwt-rs256": (
+        lambda: TokenVerifier.from_config(Config(jwt_public_key=pem(_RSA), jwt_algorithms=("RS256",))),
+        "RS256",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(PATHS))
+def path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def sign_text(path: str, payload: str, header: str | None = None) -> str:
+    """A token of exactly this JSON text, validly signed for ``path``'s verifier."""
+    alg = PATHS[path][1]
+    signing_input = f"{b64((header or json.dumps({'alg': alg, 'typ': 'JWT'})).encode())}.{b64(payload.encode())}"
+    if alg == "RS256":
+        signature = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).sign(signing_input.encode(), _RSA)
+    else:
+        signature = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+def base_text(path: str, omit: str = "") -> str:
+    """The JSON members of a valid payload for ``path`` (minus ``omit``), to put hostile members next to."""
+    members = {"sub": '"alice"', "org": '"acme"', "exp": str(int(time.time()) + 60)}
+    if path == "pyjwt-audience":
+        members["aud"] = '"app"'
+    return ",".join(f'"{key}":{value}' for key, value in members.items() if key != omit)
+
+
+def token_with(path: str, **claims: Any) -> str:
+    base = json.loads("{" + base_text(path) + "}")
+    return sign_text(path, json.dumps({**base, **claims}))  # ensure_ascii: "\ud83d" as JS writes it
+
+
+def refusal(path: str, token: str) -> str | None:
+    try:
+        PATHS[path][0]().verify(token)
+    except AuthError as exc:
+        return exc.reason
+    return None
+
+
+UNSAFE_TEXT = {
+    "lone-high-surrogate": "Ann \ud83d",  # a JS issuer cutting "Ann 👩" mid-emoji
+    "lone-low-surrogate": "\udc69",
+    "crlf": "alice\r\n2030-01-01 INFO tornado_ws connect user=ceo",
+    "lf": "a\nb",
+    "cr": "a\rb",
+    "tab": "a\tb",
+    "nul": "a\x00b",
+    "esc": "\x1b[2J",
+    "del": "a\x7fb",
+    "nel": "a\x85b",
+    "c1-csi": "\x9b31m",
+    "line-separator": "a\u2028b",
+    "paragraph-separator": "a\u2029b",
+}
+
+
+@pytest.mark.parametrize("value", sorted(UNSAFE_TEXT))
+@pytest.mark.parametrize("claim", ["sub", "org", "name", "roles", "sessions"])
+def test_claims_that_cannot_go_into_a_frame_or_a_log_line_are_refused(path: str, claim: str, value: str) -> None:
+    text = UNSAFE_TEXT[value]
+    token = token_with(path, **{claim: ["fine", text] if claim in ("roles", "sessions") else text})
+    assert refusal(path, token) == f"invalid {claim} claim"
+
+
+def test_unicode_names_that_encode_are_accepted(path: str) -> None:
+    name = "Zoë 👩\u200d💻 李 \u202eevil"  # ZWJ and bidi marks are format characters, not controls
+    claims = PATHS[path][0]().verify(token_with(path, name=name, roles=["é"], sessions=["räum-*"]))
+    assert (claims.name, claims.roles, claims.sessions) == (name, ("é",), ("räum-*",))
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        ('"exp":1' + "0" * 400, "invalid exp claim"),  # json reads it; float() overflowed (1011 before)
+        ('"exp":1e400', "invalid exp claim"),  # inf
+        ('"exp":"9999999999"', "invalid exp claim"),  # int() read it; PyJWT accepted it
+        ('"exp":true', "invalid exp claim"),
+        ('"exp":[1]', "invalid exp claim"),
+        ('"exp":-1', "invalid exp claim"),
+        ('"exp":100000000000', "invalid exp claim"),  # 1e11: the year 5138
+        ('"exp":null', "token lacks claim exp"),
+        ('"nbf":"0"', "invalid nbf claim"),
+        ('"nbf":1e400', "invalid nbf claim"),
+        ('"nbf":false', "invalid nbf claim"),
+        ('"nbf":null', "invalid nbf claim"),
+        ('"iat":"now"', "invalid iat claim"),
+        ('"iat":-5', "invalid iat claim"),
+        ('"iat":1' + "0" * 400, "invalid iat claim"),
+        ('"exp":NaN', "malformed token"),  # not JSON at all
+        ('"x":Infinity', "malformed token"),
+        ('"org":"victim","org":"acme"', "malformed token"),  # json keeps the last; other parsers the first
+        ('"ctx":{"a":1,"a":2}', "malformed token"),  # duplicates anywhere, not only at the top
+        ('"exp":' + "9" * 5000, "invalid token"),  # over Python's digit limit: PyJWT's own parse refuses
+    ],
+    ids=lambda value: value[:24] if isinstance(value, str) and value.startswith('"') else None,
+)
+def test_numeric_dates_must_be_sane_numbers_and_keys_unique(path: str, member: str, reason: str) -> None:
+    token = sign_text(path, "{" + member + "," + base_text(path, omit=member.split('"')[1]) + "}")
+    assert refusal(path, token) == reason
+
+
+def test_fractional_and_boundary_numeric_dates_are_accepted(path: str) -> None:
+    now = time.time()
+    claims = PATHS[path][0]().verify(token_with(path, exp=now + 60.5, iat=now - 0.25, nbf=0))
+    assert claims.expires_at == now + 60.5
+
+
+def test_a_duplicate_header_key_makes_the_token_malformed(path: str) -> None:
+    alg = PATHS[path][1]
+    for header in (f'{{"alg":"{alg}","alg":"{alg}"}}', f'{{"typ":"JWT","alg":"{alg}","typ":"JWT"}}'):
+        assert refusal(path, sign_text(path, "{" + base_text(path) + "}", header)) == "malformed token"
+
+
+def test_the_signature_is_checked_before_the_claims(path: str) -> None:
+    token = sign_text(path, '{"exp":"9999999999","name":"a\\r\\nb",' + base_text(path, omit="exp") + "}")
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert refusal(path, forged) == "bad token signature"
+    assert refusal(path, token) == "invalid exp claim"

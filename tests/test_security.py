@@ -325,7 +325,7 @@ FORGED_TOKENS: dict[str, tuple[Callable[[], str], str]] = {
         lambda: jwt.encode({"sub": "mallory", "org": "acme"}, SECRET, algorithm="HS256"),
         "token lacks claim exp",
     ),
-    "non-numeric-exp": (lambda: make_token("mallory", exp="never"), "invalid token"),
+    "non-numeric-exp": (lambda: make_token("mallory", exp="never"), "invalid exp claim"),
     "empty-org": (lambda: make_token("mallory", ""), "token lacks claim org"),
     "org-not-a-string": (
         lambda: jwt.encode(claims(org=["acme", "globex"]), SECRET, algorithm="HS256"),  # type: ignore[arg-type]

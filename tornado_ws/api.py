@@ -15,7 +15,7 @@ from typing import Any
 from tornado.web import StaticFileHandler
 
 from . import hooks
-from .auth import AuthError, Claims, issue_token
+from .auth import AuthError, Claims, issue_token, safe_claim_text
 from .broker import MAX_BAN_SECONDS, BrokerUnavailable, SessionLimit
 from .errors import CloseCode
 from .hub import SessionKey
@@ -213,8 +213,9 @@ class DemoTokenHandler(JsonHandler):
 
     def _field(self, name: str, default: str | None) -> str | None:
         value = self.get_query_argument(name, default)
-        if value is not None and (not value.strip() or len(value) > _MAX_DEMO_FIELD):
-            raise ApiError(400, "bad_request", f"{name} must be 1-{_MAX_DEMO_FIELD} characters")
+        # Tornado's argument scrub keeps TAB, CR and LF; the verifier would refuse such a token anyway.
+        if value is not None and (not value.strip() or len(value) > _MAX_DEMO_FIELD or not safe_claim_text(value)):
+            raise ApiError(400, "bad_request", f"{name} must be 1-{_MAX_DEMO_FIELD} characters, no control characters")
         return value.strip() if value is not None else None
 
     def get(self) -> None:

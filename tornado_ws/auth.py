@@ -13,11 +13,13 @@ import contextlib
 import dataclasses
 import hmac
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import jwt
+import jwt.utils
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
@@ -26,6 +28,16 @@ from .config import SYMMETRIC_ALGORITHMS, Config, ConfigError
 
 #: Longest ``sub``/``org``/``name`` accepted; ids travel in every frame.
 MAX_CLAIM_LENGTH = 256
+#: What no claim the hub puts into a frame or a log line may hold: lone UTF-16 surrogates
+#: (they decode from JSON but cannot be encoded as UTF-8, so every frame built from them
+#: fails) and control characters: C0 (CR/LF/TAB/NUL...), DEL, C1 (NEL...) and the Unicode
+#: line/paragraph separators, which forge log lines and split lines in most viewers.
+#: Format characters (ZWJ inside emoji, bidi marks) stay allowed: display names use them.
+_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: NumericDate claims. Seconds since 1970 in [0, 1e11): 1e11 is the year 5138, past any real
+#: expiry, and the bound keeps 10**400, 1e400 (inf) and NaN out of float() and comparisons.
+MAX_NUMERIC_DATE = 1e11
+_NUMBER = (int, float)
 #: HMAC algorithms verified without PyJWT when the token is plain (see TokenVerifier._fast_payload).
 _HMAC_HASHES = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
 #: Header fields the fast path understands; anything else (crit, b64, ...) goes through PyJWT.
@@ -73,11 +85,18 @@ def algorithms_for_key(pem: str) -> tuple[str, ...]:
     raise ConfigError("--jwt-public-key: unsupported key type (use RSA, EC or Ed25519)")
 
 
+def safe_claim_text(value: str) -> bool:
+    """True when ``value`` can go into a frame and a log line: no control character, no lone surrogate."""
+    # isprintable() is False for a superset of what we refuse and costs a third of the regex, so
+    # the regex runs only for the rare name holding a ZWJ, a no-break space or the like.
+    return value.isprintable() or _UNSAFE_TEXT.search(value) is None
+
+
 def _optional_str(payload: Mapping[str, Any], claim: str) -> str | None:
     value = payload.get(claim)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_CLAIM_LENGTH:
+    if not isinstance(value, str) or len(value) > MAX_CLAIM_LENGTH or not safe_claim_text(value):
         raise AuthError(f"invalid {claim} claim")
     return value
 
@@ -93,9 +112,48 @@ def _str_list(payload: Mapping[str, Any], claim: str) -> tuple[str, ...] | None:
     value = payload.get(claim)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and safe_claim_text(v) for v in value):
         raise AuthError(f"invalid {claim} claim")
     return tuple(value)
+
+
+def _time_refusal(payload: Mapping[str, Any], now: float, leeway: float) -> str | None:
+    """Why the NumericDate claims refuse the token, or None; both verification paths ask this."""
+    exp = payload.get("exp")
+    if exp is None:
+        return "token lacks claim exp"
+    # Unrolled, and absent nbf/iat read as 0 (which passes): this runs on every handshake.
+    nbf, iat = payload.get("nbf", 0), payload.get("iat", 0)
+    # type(), not isinstance(): a JSON true is an int to isinstance. NaN fails the range too.
+    if type(exp) not in _NUMBER or not 0 <= exp < MAX_NUMERIC_DATE:
+        return "invalid exp claim"
+    if type(nbf) not in _NUMBER or not 0 <= nbf < MAX_NUMERIC_DATE:
+        return "invalid nbf claim"
+    if type(iat) not in _NUMBER or not 0 <= iat < MAX_NUMERIC_DATE:
+        return "invalid iat claim"
+    if exp <= now - leeway:
+        return "token expired"
+    if nbf > now + leeway or iat > now + leeway:
+        return "token not yet valid"
+    return None
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # json keeps the last duplicate, other parsers the first: {"org":"victim","org":"acme"}
+        # must not mean one org to the issuer and another to us.
+        raise ValueError("duplicate key in object")
+    return obj
+
+
+#: Strict JSON for token segments, like messages.parse_json: no duplicate keys, no NaN/Infinity.
+#: Built once: json.loads with options builds a decoder per call.
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
 class TokenVerifier:
@@ -167,10 +225,10 @@ class TokenVerifier:
 
         PyJWT costs ~70-120 µs per token, most of it generic set-up; this is ~10 µs, and
         handshakes are paid per connection. It accepts only what PyJWT would accept with
-        our options (canonical base64url, a JSON object header of alg/typ/kid, the HMAC,
-        a JSON object payload, exp present, exp/nbf/iat as PyJWT reads them, sub and jti
-        strings if present). Anything else, valid or not, returns None and goes through
-        PyJWT, which then also words the refusal.
+        our options (canonical base64url, a strict JSON object header of alg/typ/kid, the
+        HMAC, a strict JSON object payload, exp present, exp/nbf/iat as :func:`_time_refusal`
+        reads them, sub and jti strings if present). Anything else, valid or not, returns None
+        and goes through :meth:`_decode`, which then also words the refusal.
         """
         parts = token.split(".")
         if len(parts) != 3:
@@ -189,19 +247,11 @@ class TokenVerifier:
             # Comparing encoded forms also demands PyJWT's canonical, unpadded signature segment.
             if not hmac.compare_digest(expected.rstrip(b"="), signature.encode("ascii")):
                 return None
-            payload = json.loads(_b64url(body).decode("utf-8"))  # str: skips json's encoding sniffing
+            # The one parse of the payload, strict (duplicate keys, NaN); str skips encoding sniffing.
+            payload = _STRICT_JSON.decode(_b64url(body).decode("utf-8"))
         except (ValueError, RecursionError):  # JSON, base64, non-ASCII (UnicodeError is a ValueError)
             return None
-        if not isinstance(payload, dict) or payload.get("exp") is None:
-            return None
-        now, leeway = time.time(), self._leeway
-        try:
-            if int(payload["exp"]) <= now - leeway:
-                return None
-            for claim in ("nbf", "iat"):
-                if claim in payload and int(payload[claim]) > now + leeway:
-                    return None
-        except (ValueError, TypeError, OverflowError):
+        if not isinstance(payload, dict) or _time_refusal(payload, time.time(), self._leeway) is not None:
             return None
         for claim in ("sub", "jti"):
             if claim in payload and not isinstance(payload[claim], str):
@@ -210,17 +260,23 @@ class TokenVerifier:
 
     def _plain_hmac_alg(self, head: str) -> str | None:
         """The algorithm of a header segment the fast path may take (see _fast_payload)."""
-        header = json.loads(_b64url(head).decode("utf-8"))
+        header = _STRICT_JSON.decode(_b64url(head).decode("utf-8"))
         if not isinstance(header, dict) or not header.keys() <= _PLAIN_HEADER:
             return None
         alg = header.get("alg")
         return alg if isinstance(alg, str) and alg in self._hmac_keys else None
 
     def _decode(self, token: str) -> dict[str, Any]:
-        """Verify with PyJWT, mapping each refusal to a fixed reason."""
+        """Verify with PyJWT, mapping each refusal to a fixed reason.
+
+        PyJWT reads JSON leniently (the last duplicate key wins) and NumericDates with int()
+        (so "9999999999" passes and 10**400 reaches float()). We parse both segments again,
+        strictly, and check the times with :func:`_time_refusal`, as the fast path does.
+        """
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+            _strict_segment(token.split(".", 1)[0])
+        except (jwt.PyJWTError, ValueError, RecursionError):
             raise AuthError("malformed token") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._keys:
@@ -233,12 +289,15 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp"], "verify_aud": self._audience is not None},
+                # Times are ours (_time_refusal): PyJWT's int() reading is what we refuse.
+                options={
+                    "require": ["exp"],
+                    "verify_aud": self._audience is not None,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError("token not yet valid") from None
         except jwt.InvalidAudienceError:
             raise AuthError("wrong token audience") from None
         except jwt.InvalidIssuerError:
@@ -249,7 +308,23 @@ class TokenVerifier:
             raise AuthError("bad token signature") from None
         except jwt.PyJWTError:
             raise AuthError("invalid token") from None
+        try:
+            # The signature holds; now the payload PyJWT read leniently, read strictly.
+            payload = _strict_segment(token.split(".", 2)[1])
+        except (ValueError, RecursionError):
+            raise AuthError("malformed token") from None
+        reason = _time_refusal(payload, time.time(), self._leeway)
+        if reason is not None:
+            raise AuthError(reason)
         return payload
+
+
+def _strict_segment(segment: str) -> dict[str, Any]:
+    """A header or payload segment decoded as PyJWT decodes it, then parsed as strict JSON."""
+    value = _STRICT_JSON.decode(jwt.utils.base64url_decode(segment).decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
 
 
 def _b64url(segment: str) -> bytes:

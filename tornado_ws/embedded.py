@@ -25,7 +25,7 @@ from .errors import CloseCode
 from .handlers import SessionHandler
 from .hooks import Authorize, Hooks, Observer, OnMessage
 from .hub import Registry, SessionKey
-from .logs import log_request
+from .logs import install_redaction, log_request
 from .messages import encode_data, valid_session_id
 from .metrics import Metrics
 from .participant import Participant
@@ -79,6 +79,7 @@ class Hub:
         elif settings:
             config = dataclasses.replace(config, **settings)
         self.config = config
+        install_redaction()  # before any route is mounted: no access line may carry a token
         self._demo_secret = secrets.token_urlsafe(32) if config.demo and not config.jwt_secret else None
         # ``broker`` is the config option (memory / redis URL); ``broker_impl`` a ready Broker.
         self.broker = broker_impl or _make_broker(config)

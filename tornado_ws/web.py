@@ -23,10 +23,13 @@ class ApiError(HTTPError):
 
 
 class RedactedLoggingMixin(RequestHandler):
-    """Tornado's request summaries and exception logs minus tokens; errors as JSON."""
+    """Exception logs minus tokens; errors as JSON.
 
-    def _request_summary(self) -> str:
-        return request_summary(self)
+    Access lines are redacted by the filter every Hub installs on Tornado's loggers
+    (:func:`~tornado_ws.logs.install_redaction`), which also covers applications that
+    keep Tornado's default ``log_function``; no override of Tornado's private
+    ``_request_summary`` is needed.
+    """
 
     def log_exception(
         self,
