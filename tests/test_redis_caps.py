@@ -20,6 +20,7 @@ from tornado.ioloop import IOLoop
 from tests.conftest import SECRET, Client, Clients, make_token
 from tests.redis_server import RedisServer, require_redis_server
 from tests.test_broker_contract import GARBAGE, flush
+from tests.test_hostile_claims import HOSTILE_TEXT, hostile_token
 from tests.test_security import Canary, no_errors_logged  # noqa: F401 - an autouse fixture
 from tornado_ws.hub import SessionKey
 from tornado_ws.redis_scripts import SessionKeys
@@ -189,3 +190,28 @@ async def test_garbage_in_the_presence_hash_never_blocks_a_session(
             assert (await alice.recv_type("user_joined"))["user_id"] == "bob"
     finally:
         await raw.aclose()
+
+
+@pytest.mark.parametrize("claim", ["sub", "org", "name", "roles", "sessions"])
+async def test_a_claim_no_frame_can_carry_changes_nothing_on_either_node(
+    make_cluster: Callable[..., Cluster], redis_server: RedisServer, claim: str
+) -> None:
+    """The lone surrogate of a JavaScript issuer cutting a name: refused 1008 on both nodes, no
+    presence entry written, and the session keeps taking members everywhere."""
+    cluster = make_cluster()
+    canary = await cluster.canary()
+    bob, _ = await cluster.join(0, "standup", "bob")
+    async with canary.throughout():
+        token = hostile_token(claim, HOSTILE_TEXT["lone-surrogate"])
+        for node in (0, 1):
+            client = await cluster.clients[node].connect("standup", token)
+            assert await client.closed_with() == (1008, f"invalid {claim} claim")
+        carol, welcome = await cluster.join(1, "standup", "carol")
+        assert [p["user_id"] for p in welcome["participants"]] == ["bob", "carol"]
+    assert (await bob.recv())["user_id"] == "carol"  # user_joined, and nothing before it
+    direct = aioredis.Redis(port=redis_server.port)
+    try:
+        entries = await direct.hvals(SessionKeys.of(SessionKey("acme", "standup")).presence)
+    finally:
+        await direct.aclose()
+    assert sorted(json.loads(raw)["u"] for raw in entries) == ["bob", "carol"]
