@@ -206,7 +206,7 @@ async def test_a_claim_no_frame_can_carry_changes_nothing_on_either_node(
         for node in (0, 1):
             client = await cluster.clients[node].connect("standup", token)
             assert await client.closed_with() == (1008, f"invalid {claim} claim")
-        carol, welcome = await cluster.join(1, "standup", "carol")
+        _, welcome = await cluster.join(1, "standup", "carol")
         assert [p["user_id"] for p in welcome["participants"]] == ["bob", "carol"]
     assert (await bob.recv())["user_id"] == "carol"  # user_joined, and nothing before it
     direct = aioredis.Redis(port=redis_server.port)
