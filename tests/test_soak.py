@@ -1,7 +1,7 @@
 """The bounded soak (bench/soak.py) as a CI test: a short run against the CLI server, fully audited.
 
-``TORNADO_WS_SOAK_SECONDS`` sets the churn time (default 30 s in the suite, which has a 5-minute budget; use less on a slow machine, more for a
-real soak: ``python -m bench.soak --duration 600``).
+``TORNADO_WS_SOAK_SECONDS`` sets the churn time (default 30 s: the whole suite has a 5-minute
+budget; use less on a slow machine, more for a real soak: ``python -m bench.soak --duration 600``).
 """
 
 from __future__ import annotations
