@@ -12,7 +12,8 @@ TEST = [
     "ruff>=0.6",
     "mypy>=1.10",
     "redis>=5",  # the Redis broker's tests run against a real redis-server
-    "setuptools>=70.1",  # builds the wheel without the network (tests/test_package.py: bdist_wheel built in)
+    "setuptools>=70.1",
+    "import-linter>=2.1",  # the layers' import rules, checked by test.sh (setup.cfg [importlinter])  # builds the wheel without the network (tests/test_package.py: bdist_wheel built in)
 ]
 
 setup(
@@ -26,7 +27,11 @@ setup(
     # tornado_ws/static, where config.DEFAULT_STATIC_DIR looks first.
     packages=[*find_packages(include=["tornado_ws", "tornado_ws.*"]), "tornado_ws.static"],
     package_dir={"tornado_ws.static": "static"},
-    package_data={"tornado_ws": ["py.typed"], "tornado_ws.static": ["*.html", "*.js", "*.css", "*.ts", "*.png"]},
+    package_data={
+        "tornado_ws": ["py.typed"],
+        "tornado_ws.brokers": ["lua/*.lua"],  # the Redis broker's scripts, read at import
+        "tornado_ws.static": ["*.html", "*.js", "*.css", "*.ts", "*.png"],
+    },
     # Tornado below 7: the upgrade hands the socket over using IOStream and asyncio-bridge
     # internals (tornado_ws/connection.py: adopt_stream), checked on every connection by the tests.
     install_requires=["tornado>=6.4,<7", "pyjwt[crypto]>=2.8", "prometheus-client>=0.20"],

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python -m ruff check tornado_ws tests bench examples
 python -m mypy tornado_ws
+lint-imports  # the layers' import rules (setup.cfg [importlinter])
 python -m pytest --cov=tornado_ws --cov-report=term-missing --cov-fail-under=90 "$@"

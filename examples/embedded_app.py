@@ -25,7 +25,7 @@ import tornado.web
 
 import tornado_ws
 from tornado_ws.auth import AuthError, Claims
-from tornado_ws.messages import valid_session_id
+from tornado_ws.core.protocol import valid_session_id
 
 #: (org, project) -> users allowed in its real-time session.
 MEMBERS: dict[tuple[str, str], set[str]] = {

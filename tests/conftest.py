@@ -21,11 +21,11 @@ import websockets
 from tornado.ioloop import IOLoop
 from websockets.asyncio.client import ClientConnection
 
-from tornado_ws.app import make_app
 from tornado_ws.config import Config
-from tornado_ws.guard import GuardedHTTPServer
-from tornado_ws.handlers import SessionHandler
+from tornado_ws.hub import make_app
 from tornado_ws.server import HEADER_TIMEOUT
+from tornado_ws.transport.guard import GuardedHTTPServer
+from tornado_ws.web.handler import SessionHandler
 
 # Our own test plugin, loaded the way applications opt in (`-p tornado_ws.testing`), but from
 # here so that coverage, which starts before conftest files load, measures it.

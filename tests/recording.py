@@ -7,7 +7,7 @@ import contextlib
 import json
 from typing import Any
 
-from tornado_ws.messages import OutFrame
+from tornado_ws.core.protocol import OutFrame
 
 
 class RecordingPeer:

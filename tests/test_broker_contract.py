@@ -18,10 +18,11 @@ from tornado.ioloop import IOLoop
 
 from tests.recording import RecordingPeer
 from tests.redis_server import RedisServer, require_redis_server
-from tornado_ws.broker import Broker, JoinRefused, MemoryBroker, SessionLimit
-from tornado_ws.hub import Member, Registry, SessionKey
-from tornado_ws.redis_broker import RedisBroker
-from tornado_ws.redis_scripts import SessionKeys, node_alive, node_sessions, user_connections
+from tornado_ws.brokers.base import Broker, JoinRefused, SessionLimit
+from tornado_ws.brokers.memory import MemoryBroker
+from tornado_ws.brokers.redis import RedisBroker
+from tornado_ws.brokers.redis_scripts import SessionKeys, node_alive, node_sessions, user_connections
+from tornado_ws.core.registry import Membership, Registry, SessionKey
 
 ROOM = SessionKey("acme", "room")
 _ids = itertools.count()
@@ -80,16 +81,16 @@ def nodes(make_nodes: NodeFactory, io_loop: IOLoop) -> tuple[Broker, Broker]:
     return io_loop.run_sync(make_nodes)
 
 
-def member(user: str, key: SessionKey = ROOM, name: str | None = None) -> Member:
-    return Member(key=key, connection_id=f"c{next(_ids)}", user_id=user, name=name, peer=RecordingPeer())
+def member(user: str, key: SessionKey = ROOM, name: str | None = None) -> Membership:
+    return Membership(key=key, connection_id=f"c{next(_ids)}", user_id=user, name=name, peer=RecordingPeer())
 
 
-def peer(m: Member) -> RecordingPeer:
+def peer(m: Membership) -> RecordingPeer:
     assert isinstance(m.peer, RecordingPeer)
     return m.peer
 
 
-def seqs(m: Member) -> list[int]:
+def seqs(m: Membership) -> list[int]:
     return [f["seq"] for f in peer(m).messages()]
 
 
@@ -267,14 +268,14 @@ async def test_a_burst_of_concurrent_publishes_all_succeed(nodes: tuple[Broker, 
 LONE_SURROGATE = "\ud83d"
 
 
-async def refused(broker: Broker, m: Member) -> JoinRefused:
+async def refused(broker: Broker, m: Membership) -> JoinRefused:
     with pytest.raises(JoinRefused) as info:
         await broker.join(m)
     assert peer(m).frames == [] and peer(m).closed is None  # the handler closes; the broker sent nothing
     return info.value
 
 
-async def join_when_allowed(broker: Broker, make: Callable[[], Member], timeout: float = 5.0) -> Member:
+async def join_when_allowed(broker: Broker, make: Callable[[], Membership], timeout: float = 5.0) -> Membership:
     """Join once the refusal has run out (a bounded poll on real joins: a ban ends in Redis's time)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -15,10 +15,10 @@ import websockets
 
 from tests.conftest import SECRET, Client, Clients, make_token, test_config, wait_for
 from tests.test_security import QUIET_PINGS, Canary, no_errors_logged  # noqa: F401 - an autouse fixture
-from tornado_ws.broker import MAX_BAN_SECONDS
+from tornado_ws.brokers.base import MAX_BAN_SECONDS
 from tornado_ws.cli import config_from_args
 from tornado_ws.config import Config, ConfigError
-from tornado_ws.hub import Registry
+from tornado_ws.core.registry import Registry
 from tornado_ws.testing import test_hub
 
 ADMIN = {"Authorization": f"Bearer {make_token('ops', roles=['admin'])}"}

@@ -18,7 +18,7 @@ from tests.hostile import HostileServer, Reply, welcome
 from tests.test_security import Canary
 from tornado_ws.client import Backoff, Client, SessionClosed, connect
 from tornado_ws.config import Config
-from tornado_ws.hub import Registry
+from tornado_ws.core.registry import Registry
 
 FAST = Backoff(base=0.02, cap=0.2)
 

@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import TIMEOUT
 from tests.rawws import ws_frame
-from tornado_ws import connection as connection_module
-from tornado_ws.connection import WebSocketConnection
+from tornado_ws.transport import websocket as connection_module
+from tornado_ws.transport.websocket import WebSocketConnection
 
 
 class Recorder(WebSocketConnection):

@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import ROOT, make_token, test_config
 from tornado_ws.config import Config
-from tornado_ws.hub import Registry
-from tornado_ws.participant import Participant
+from tornado_ws.core.registry import Registry
+from tornado_ws.web.connection import Connection
 
 try:
     from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
@@ -203,7 +203,7 @@ async def test_two_orgs_chat_presence_escaping_and_reconnect(chromium: str, port
 
         await alice.context.route(re.compile(r"/demo/token\?"), hold)
         member = next(m for m in registry.members() if m.user_id == "alice")
-        assert isinstance(member.peer, Participant)
+        assert isinstance(member.peer, Connection)
         member.peer.abort()
         await expect(alice.entry("Disconnected: 1006 connection lost")).to_be_visible()
         await expect(alice.status).to_contain_text("reconnecting")

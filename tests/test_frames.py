@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.rawws import PROTOCOL_VIOLATIONS, ws_frame
-from tornado_ws import frames
-from tornado_ws.frames import BINARY, CLOSE, PING, PONG, TEXT, FrameParser, ProtocolError
+from tornado_ws.core import frames
+from tornado_ws.core.frames import BINARY, CLOSE, PING, PONG, TEXT, FrameParser, ProtocolError
 
 LIMIT = 1000
 

@@ -29,8 +29,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SECRET, ServerProcess, make_token
+from tornado_ws.core.protocol import FrameError, Ping, Publish, Refresh, error_frame, message_frame, parse_client_frame
 from tornado_ws.errors import ErrorCode
-from tornado_ws.messages import FrameError, Ping, Publish, Refresh, error_frame, message_frame, parse_client_frame
 
 #: Planted in every document; an error message that contains it echoed client input.
 MARKER = "zq-MARKER-7f3a"

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.conftest import SECRET, Clients, make_token, test_config, wait_for
 from tests.rawws import expect_answers_behind_the_101, raw_upgrade, upgrade_request, upgrade_with_frames_behind
 from tornado_ws.config import Config
-from tornado_ws.hub import Registry, SessionKey
+from tornado_ws.core.registry import Registry, SessionKey
 
 # -- the old system's six tests ------------------------------------------------------------
 

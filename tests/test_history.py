@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tornado_ws.history import Stream
-from tornado_ws.messages import OutFrame
+from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core.stream import Stream
 
 
 def stream_with(n: int, size: int, epoch: str = "e1") -> Stream:

@@ -29,7 +29,7 @@ import websockets
 from tests.conftest import SECRET, Clients, ServerProcess, make_token, test_config
 from tests.test_security import QUIET_PINGS, Canary, no_errors_logged  # noqa: F401 - the autouse fixture
 from tornado_ws.config import Config
-from tornado_ws.hub import Registry
+from tornado_ws.core.registry import Registry
 
 #: Values no claim that reaches a frame or a log line may hold.
 HOSTILE_TEXT = {

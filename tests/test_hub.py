@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.recording import Clock, RecordingPeer
-from tornado_ws.hub import Member, Registry, SessionKey
-from tornado_ws.messages import OutFrame
+from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core.registry import Membership, Registry, SessionKey
 
 ACME = SessionKey("acme", "room")
 
@@ -26,11 +26,11 @@ def hub(clock: Clock) -> Registry:
 _ids = iter(range(10**9))
 
 
-def member(user: str, key: SessionKey = ACME, name: str | None = None) -> Member:
-    return Member(key=key, connection_id=f"c{next(_ids)}", user_id=user, name=name, peer=RecordingPeer())
+def member(user: str, key: SessionKey = ACME, name: str | None = None) -> Membership:
+    return Membership(key=key, connection_id=f"c{next(_ids)}", user_id=user, name=name, peer=RecordingPeer())
 
 
-def peer(m: Member) -> RecordingPeer:
+def peer(m: Membership) -> RecordingPeer:
     assert isinstance(m.peer, RecordingPeer)
     return m.peer
 
@@ -99,7 +99,7 @@ def test_broadcast_frame_is_encoded_once_for_all_members(hub: Registry) -> None:
         def send(self, frame: OutFrame) -> None:
             sent.append(frame)
 
-    members = [Member(ACME, f"s{i}", f"u{i}", None, SpyPeer()) for i in range(3)]
+    members = [Membership(ACME, f"s{i}", f"u{i}", None, SpyPeer()) for i in range(3)]
     for m in members:
         hub.join(m)
     sent.clear()

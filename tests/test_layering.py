@@ -7,7 +7,15 @@ import sys
 
 import pytest
 
-CORE = ["tornado_ws.hub", "tornado_ws.history", "tornado_ws.messages", "tornado_ws.errors", "tornado_ws.frames"]
+CORE = [
+    "tornado_ws.core",
+    "tornado_ws.core.registry",
+    "tornado_ws.core.stream",
+    "tornado_ws.core.protocol",
+    "tornado_ws.core.frames",
+    "tornado_ws.core.ratelimit",
+    "tornado_ws.errors",
+]
 #: frames.py unmasks with Tornado's C extension: a leaf function with no I/O, and importing it
 #: loads only Tornado's package stub (a version and a lazy __getattr__), nothing else of Tornado.
 ALLOWED = ["tornado", "tornado.speedups"]
@@ -28,6 +36,7 @@ def test_package_exports_load_lazily() -> None:
     import tornado_ws
 
     assert tornado_ws.connect.__module__ == "tornado_ws.client"
-    assert tornado_ws.Registry.__module__ == "tornado_ws.hub"
+    assert tornado_ws.Registry.__module__ == "tornado_ws.core.registry"
+    assert tornado_ws.Hub.__module__ == "tornado_ws.hub"
     with pytest.raises(AttributeError):
         tornado_ws.nothing_here  # noqa: B018

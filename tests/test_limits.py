@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.recording import Clock
-from tornado_ws.limits import TokenBucket
+from tornado_ws.core.ratelimit import TokenBucket
 
 
 def test_burst_then_steady_rate() -> None:

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tornado_ws.errors import ErrorCode
-from tornado_ws.messages import (
+from tornado_ws.core.protocol import (
     FrameError,
     OutFrame,
     Ping,
@@ -20,6 +19,7 @@ from tornado_ws.messages import (
     parse_client_frame,
     valid_session_id,
 )
+from tornado_ws.errors import ErrorCode
 
 
 def test_message_and_ping_parse() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tornado_ws.hub import Registry
+from tornado_ws.core.registry import Registry
 from tornado_ws.metrics import Metrics
 
 

@@ -1,6 +1,6 @@
 """Model-based test of the session registry: hypothesis drives random joins, leaves, two-tab users,
 kicks, resumes, publishes (also to empty sessions), clock ticks and expiries across two orgs, and
-after every step the real :class:`~tornado_ws.hub.Registry` must agree with a plain model:
+after every step the real :class:`~tornado_ws.core.registry.Registry` must agree with a plain model:
 
 - membership, connection counts (total and per user), presence, live and dormant sessions,
   the per-org session cap;
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.recording import Clock, RecordingPeer
-from tornado_ws.hub import Member, Registry, SessionKey
+from tornado_ws.core.registry import Membership, Registry, SessionKey
 
 ORGS = ("acme", "globex")
 SESSIONS = ("a", "b", "c")
@@ -38,7 +38,7 @@ KEYS = [SessionKey(org, sid) for org in ORGS for sid in SESSIONS]
 class Conn:
     """One connection as the model sees it, and everything it must have received."""
 
-    member: Member
+    member: Membership
     peer: RecordingPeer
     expected: list[dict[str, Any]]
     live: bool = True
@@ -155,7 +155,7 @@ class RegistryMachine(RuleBasedStateMachine):
         assert self.registry.has_room(key) == self.has_room(key)
         if not self.has_room(key):
             return  # the handler refuses it (1013) before the registry sees it
-        member = Member(key, f"c{next(self.conn_ids)}", user, NAMES[user], RecordingPeer())
+        member = Membership(key, f"c{next(self.conn_ids)}", user, NAMES[user], RecordingPeer())
         conn = Conn(member, member.peer, [])  # type: ignore[arg-type]
         self.conns.append(conn)
 

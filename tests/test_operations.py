@@ -13,8 +13,8 @@ from tornado.httpclient import HTTPClientError
 
 from tests.conftest import Clients, make_token, test_config, wait_for
 from tornado_ws.config import Config
-from tornado_ws.hub import Registry, SessionKey
-from tornado_ws.state import AppState
+from tornado_ws.core.registry import Registry, SessionKey
+from tornado_ws.web.state import AppState
 
 
 async def call(

@@ -22,8 +22,8 @@ from tests.redis_server import RedisServer, require_redis_server
 from tests.test_broker_contract import GARBAGE, flush
 from tests.test_hostile_claims import HOSTILE_TEXT, hostile_token
 from tests.test_security import Canary, no_errors_logged  # noqa: F401 - an autouse fixture
-from tornado_ws.hub import SessionKey
-from tornado_ws.redis_scripts import SessionKeys
+from tornado_ws.brokers.redis_scripts import SessionKeys
+from tornado_ws.core.registry import SessionKey
 from tornado_ws.testing import HubServer, test_hub
 
 ADMIN = make_token("ops", roles=["admin"])

@@ -23,11 +23,12 @@ from tornado.ioloop import IOLoop
 from tests.conftest import SECRET, Client, make_token
 from tests.faultproxy import FaultProxy
 from tests.redis_server import RedisServer, require_redis_server
-from tornado_ws import messages, redis_scripts
-from tornado_ws.history import new_epoch
-from tornado_ws.hub import Registry, SessionKey
-from tornado_ws.redis_broker import RedisBroker
-from tornado_ws.redis_scripts import SessionKeys
+from tornado_ws.brokers import redis_scripts
+from tornado_ws.brokers.redis import RedisBroker
+from tornado_ws.brokers.redis_scripts import SessionKeys
+from tornado_ws.core import protocol as messages
+from tornado_ws.core.registry import Registry, SessionKey
+from tornado_ws.core.stream import new_epoch
 from tornado_ws.testing import HubServer, test_hub
 
 ROOM = SessionKey("acme", "room")

@@ -48,11 +48,11 @@ from tests.conftest import (
 )
 from tests.rawws import PROTOCOL_VIOLATIONS, raw_upgrade, read_frame, text_frame, ws_frame
 from tornado_ws.config import Config
+from tornado_ws.core.registry import Registry, SessionKey
 from tornado_ws.errors import CloseCode
-from tornado_ws.handlers import SessionHandler
-from tornado_ws.hub import Registry, SessionKey
-from tornado_ws.participant import Participant
 from tornado_ws.server import Server
+from tornado_ws.web.connection import Connection
+from tornado_ws.web.handler import SessionHandler
 
 # -- the canary ---------------------------------------------------------------------------------
 
@@ -754,7 +754,7 @@ async def test_ping_flood_is_answered_coalesced_and_starves_no_one(
     canary = await Canary.open(clients)
     reader, writer, _ = await raw_upgrade(port, "standup", make_token("mallory"), rcvbuf=4096)
     (participant,) = [m.peer for m in registry.members() if m.user_id == "mallory"]
-    assert isinstance(participant, Participant)
+    assert isinstance(participant, Connection)
     pings, chunk = 30_000, 1_000
     ping = ws_frame(0x9, b"p" * 125)
     backlog = 0

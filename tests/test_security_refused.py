@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import tornado_ws.connection as connection_module
+import tornado_ws.transport.websocket as connection_module
 from tests.conftest import ROOT, SECRET, TIMEOUT, Clients, make_token, test_config
 from tests.rawws import raw_connect, read_frame, upgrade_request
 from tests.test_security import Canary, _listening_port, close_writers, no_errors_logged, raise_fd_limit  # noqa: F401

@@ -11,9 +11,9 @@ import time
 import websockets
 
 from tests.conftest import Clients, make_token, wait_for, ws_url
-from tornado_ws.handlers import SessionHandler
-from tornado_ws.hub import Registry, SessionKey
-from tornado_ws.participant import Participant
+from tornado_ws.core.registry import Registry, SessionKey
+from tornado_ws.web.connection import Connection
+from tornado_ws.web.handler import SessionHandler
 
 CYCLES = 2000
 WORKERS = 20
@@ -28,7 +28,7 @@ def rss_kib() -> int:
 def live_connections() -> int:
     gc.collect()
     assert not [obj for obj in gc.get_objects() if isinstance(obj, SessionHandler)]  # dropped after open()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, Participant))
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, Connection))
 
 
 async def test_connect_disconnect_churn_with_publishing_leaks_nothing(

@@ -31,9 +31,9 @@ from tests.rawws import (
     upgrade_request,
     upgrade_with_frames_behind,
 )
-from tornado_ws import upgrade
-from tornado_ws.guard import GuardedHTTPServer
-from tornado_ws.upgrade import UpgradeConnection, parse_upgrade_head
+from tornado_ws.transport import upgrade
+from tornado_ws.transport.guard import GuardedHTTPServer
+from tornado_ws.transport.upgrade import UpgradeConnection, parse_upgrade_head
 
 # -- what counts as a whole, plain upgrade request -------------------------------------------------
 
@@ -154,9 +154,9 @@ async def test_an_upgrade_already_there_at_accept_is_served_at_once(port: int, h
 
 
 async def test_closed_connections_leave_nothing_for_the_cyclic_collector(clients: Clients, registry: Any) -> None:
-    # Each handshake builds a handler, a request, a context and a Participant: all must die by
+    # Each handshake builds a handler, a request, a context and a Connection: all must die by
     # refcount when the connection ends (a cycle would make every connection a collector's job).
-    server_types = {"SessionHandler", "HTTPServerRequest", "UpgradeConnection", "Participant", "Member"}
+    server_types = {"SessionHandler", "HTTPServerRequest", "UpgradeConnection", "Connection", "Membership"}
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:

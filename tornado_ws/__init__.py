@@ -3,8 +3,7 @@
 JWT-authenticated WebSocket sessions with one total order per session,
 join/leave presence, resume after reconnect, and strict tenant isolation.
 
-Exports load lazily so that importing the I/O-free core (``tornado_ws.hub``,
-``tornado_ws.history``, ``tornado_ws.messages``) never pulls in Tornado.
+Exports load lazily so that importing the I/O-free core (``tornado_ws.core``) never pulls in Tornado.
 """
 
 from __future__ import annotations
@@ -13,13 +12,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import make_app
-    from .client import Backoff, Client, SessionClosed, connect
-    from .config import Config, ConfigError
-    from .embedded import Hub
-    from .errors import CloseCode, ErrorCode
-    from .hooks import Reject
-    from .hub import Registry, SessionKey
+    from tornado_ws.client import Backoff, Client, SessionClosed, connect
+    from tornado_ws.config import Config, ConfigError
+    from tornado_ws.core.registry import Registry, SessionKey
+    from tornado_ws.errors import CloseCode, ErrorCode
+    from tornado_ws.hooks import Reject
+    from tornado_ws.hub import Hub, make_app
 
 __all__ = [
     "Backoff",
@@ -39,7 +37,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "make_app": ".app",
+    "make_app": ".hub",
     "Backoff": ".client",
     "Client": ".client",
     "SessionClosed": ".client",
@@ -48,10 +46,10 @@ _EXPORTS = {
     "ConfigError": ".config",
     "CloseCode": ".errors",
     "ErrorCode": ".errors",
-    "Hub": ".embedded",
-    "Registry": ".hub",
+    "Hub": ".hub",
+    "Registry": ".core.registry",
     "Reject": ".hooks",
-    "SessionKey": ".hub",
+    "SessionKey": ".core.registry",
 }
 
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
-from .config import SYMMETRIC_ALGORITHMS, Config, ConfigError
+from tornado_ws.config import SYMMETRIC_ALGORITHMS, Config, ConfigError
 
 #: Longest ``sub``/``org``/``name`` accepted; ids travel in every frame.
 MAX_CLAIM_LENGTH = 256

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from . import __version__
-from .auth import algorithms_for_key
-from .config import DEFAULT_STATIC_DIR, Config, ConfigError
-from .logs import configure_logging
+from tornado_ws import __version__
+from tornado_ws.auth import algorithms_for_key
+from tornado_ws.config import DEFAULT_STATIC_DIR, Config, ConfigError
+from tornado_ws.logs import configure_logging
 
 ENV_SECRET = "TORNADO_WS_JWT_SECRET"
 ENV_METRICS_TOKEN = "TORNADO_WS_METRICS_TOKEN"
@@ -154,7 +154,7 @@ def _raise_fd_limit() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .server import run, run_workers
+    from tornado_ws.server import run, run_workers
 
     try:
         config, log_level = config_from_args(argv)

@@ -42,7 +42,7 @@ from typing import Any
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from .errors import should_reconnect
+from tornado_ws.errors import should_reconnect
 
 log = logging.getLogger("tornado_ws.client")
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from .auth import Claims
+from tornado_ws.auth import Claims
 
 log = logging.getLogger("tornado_ws")
 

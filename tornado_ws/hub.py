@@ -1,420 +1,242 @@
-"""The session registry: membership, presence, sequencing and fan-out. No I/O.
+"""``tornado_ws.Hub``: the in-process API. The CLI and ``make_app`` are built on it.
 
-Everything here runs synchronously on the caller's thread (the event loop in
-the server). That is what makes the order total: ``publish`` takes the next
-seq and hands the one encoded frame to every member before it returns, so
-no two publishes can interleave their deliveries.
-
-Connections are reached through the :class:`Peer` protocol; the server's
-``Participant`` implements it, unit tests use plain recording objects.
+hub = tornado_ws.Hub(jwt_secret="...", history_size=100, authorize=may_join)
+app = tornado.web.Application([*hub.routes(prefix="/rt"), (r"/", MyPage)])
+seq = await hub.publish("acme", "room1", {"kind": "invoice-paid"}, user_id="billing")
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import secrets
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
-from . import messages
-from .history import Recovery, Stream, new_epoch
-from .messages import OutFrame
+import tornado.web
+from tornado.ioloop import PeriodicCallback
+from tornado.routing import URLSpec
 
+from tornado_ws.auth import Claims, TokenVerifier
+from tornado_ws.brokers.base import MAX_BAN_SECONDS, Broker, SessionLimit
+from tornado_ws.brokers.memory import MemoryBroker
+from tornado_ws.config import Config
+from tornado_ws.core.protocol import encode_data, valid_session_id
+from tornado_ws.core.registry import Registry, SessionKey
+from tornado_ws.errors import CloseCode
+from tornado_ws.hooks import Authorize, Hooks, Observer, OnMessage
+from tornado_ws.logs import install_redaction, log_request
+from tornado_ws.metrics import Metrics
+from tornado_ws.web.api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
+from tornado_ws.web.connection import Connection
+from tornado_ws.web.handler import SessionHandler
+from tornado_ws.web.state import AppState
 
-class SessionKey(NamedTuple):
-    """Sessions are per tenant: the same id in two orgs is two sessions."""
-
-    org_id: str
-    session_id: str
-
-
-class Peer(Protocol):
-    """What the hub needs from a connection. ``send`` must not raise."""
-
-    def send(self, frame: OutFrame) -> None: ...
-
-    def close(self, code: int, reason: str) -> None: ...
-
-
-@dataclasses.dataclass(eq=False, slots=True)
-class Member:
-    """One connection inside one session."""
-
-    key: SessionKey
-    connection_id: str
-    user_id: str
-    name: str | None
-    peer: Peer
-    #: While a multi-node join is in progress, live frames wait here (seq, frame) so the
-    #: switch from history to live delivery has no gap and no duplicate.
-    pending: list[tuple[int | None, OutFrame]] | None = dataclasses.field(default=None, repr=False)
+#: How often idle history is swept (ms); the TTL is a lower bound, not exact.
+EXPIRE_EVERY_MS = 5_000
 
 
-@dataclasses.dataclass(slots=True)
-class _Presence:
-    name: str | None
-    connections: int
+def _make_broker(config: Config) -> Broker:
+    def registry(history_size: int, history_ttl: float) -> Registry:
+        return Registry(
+            history_size=history_size,
+            history_ttl=history_ttl,
+            max_sessions_per_org=config.max_sessions_per_org,
+            max_connections_per_user=config.max_connections_per_user,
+            max_connections_per_org=config.max_connections_per_org,
+        )
+
+    if config.broker == "memory":
+        return MemoryBroker(registry(config.history_size, config.history_ttl))
+    from tornado_ws.brokers.redis import RedisBroker  # redis is an optional extra
+
+    # Order, history and presence live in Redis; the local registry only fans out. It holds the
+    # caps too, which the RedisBroker enforces across nodes (but the per-org one, per process).
+    local = registry(0, 0)
+    return RedisBroker(config.broker, local, history_size=config.history_size, history_ttl=config.history_ttl)
 
 
-class Session:
-    """Live members of one ``(org, session_id)`` and their stream."""
+class Hub:
+    """One tornado-ws hub inside a Tornado process.
 
-    def __init__(self, key: SessionKey, stream: Stream) -> None:
-        self.key = key
-        self.stream = stream
-        self.members: dict[str, Member] = {}
-        self._presence: dict[str, _Presence] = {}
-
-    @property
-    def participant_count(self) -> int:
-        return len(self._presence)
-
-    def participants(self) -> list[dict[str, str]]:
-        return [messages.participant(uid, p.name) for uid, p in self._presence.items()]
-
-    def broadcast(self, frame: OutFrame, *, exclude: Member | None = None) -> None:
-        # Copy: a peer's send may lead to its removal (slow consumer) mid-loop.
-        for member in list(self.members.values()):
-            if member is not exclude:
-                member.peer.send(frame)
-
-    def _add(self, member: Member) -> bool:
-        """Add ``member``; True when it is the user's first connection here."""
-        self.members[member.connection_id] = member
-        entry = self._presence.get(member.user_id)
-        if entry is None:
-            self._presence[member.user_id] = _Presence(member.name, 1)
-            return True
-        entry.connections += 1
-        return False
-
-    def _remove(self, member: Member) -> bool:
-        """Remove ``member``; True when it was the user's last connection here."""
-        del self.members[member.connection_id]
-        entry = self._presence[member.user_id]
-        entry.connections -= 1
-        if entry.connections:
-            return False
-        del self._presence[member.user_id]
-        return True
-
-
-class Registry:
-    """All sessions of one process, plus recently emptied streams kept for resume.
-
-    A session with no members leaves :attr:`sessions` at once; its stream
-    (epoch, seq, history) waits in a dormant table for ``history_ttl`` seconds
-    after its last activity so a lone user who drops can still resume.
+    Keyword arguments are the CLI options in snake_case (``jwt_secret``,
+    ``history_size``, ``rate_limit``, ...) or a ready :class:`Config`; the
+    hooks are ``authorize``, ``on_message``, ``on_join`` and ``on_leave``.
     """
 
     def __init__(
         self,
+        config: Config | None = None,
         *,
-        history_size: int = 100,
-        history_ttl: float = 300.0,
-        max_sessions_per_org: int = 1000,
-        max_connections_per_user: int = 8,
-        max_connections_per_org: int = 10_000,
-        clock: Callable[[], float] = time.time,
-        epoch_factory: Callable[[], str] = new_epoch,
+        authorize: Authorize | None = None,
+        on_message: OnMessage | None = None,
+        on_join: Observer | None = None,
+        on_leave: Observer | None = None,
+        broker_impl: Broker | None = None,
+        **settings: Any,
     ) -> None:
-        self.history_size = history_size
-        self.history_ttl = history_ttl
-        self.max_sessions_per_org = max_sessions_per_org
-        self.max_connections_per_user = max_connections_per_user
-        #: Connections of one org in this process; 0 turns the cap off.
-        self.max_connections_per_org = max_connections_per_org
-        self._clock = clock
-        self._epoch_factory = epoch_factory
-        self.sessions: dict[SessionKey, Session] = {}
-        self._dormant: dict[SessionKey, Stream] = {}
-        self._per_user: dict[tuple[str, str], int] = {}
-        self._per_org: dict[str, int] = {}
-        #: (session, user) -> when its ban ends (clock time); kick(ban_seconds=...) fills it.
-        self._bans: dict[tuple[SessionKey, str], float] = {}
-        #: Streams (live or dormant) per org: what --max-sessions-per-org caps.
-        self._org_streams: dict[str, int] = {}
-        self._connections = 0
-        #: Message frames handed to members since start (one per recipient).
-        self.deliveries = 0
+        if config is None:
+            config = Config(**settings)
+        elif settings:
+            config = dataclasses.replace(config, **settings)
+        self.config = config
+        install_redaction()  # before any route is mounted: no access line may carry a token
+        self._demo_secret = secrets.token_urlsafe(32) if config.demo and not config.jwt_secret else None
+        # ``broker`` is the config option (memory / redis URL); ``broker_impl`` a ready Broker.
+        self.broker = broker_impl or _make_broker(config)
+        self.registry = self.broker.registry
+        self.state = AppState(
+            config=config,
+            verifier=TokenVerifier.from_config(config, self._demo_secret),
+            broker=self.broker,
+            metrics=Metrics(self.registry),
+            hooks=Hooks(authorize=authorize, on_message=on_message, on_join=on_join, on_leave=on_leave),
+            start_housekeeping=self.start,
+        )
+        self._sweeper: PeriodicCallback | None = None
+        self._pinger: PeriodicCallback | None = None
+        SessionHandler.registry = self.registry
 
-    # -- queries -----------------------------------------------------------
+    # -- mounting ------------------------------------------------------------------
 
-    @property
-    def connection_count(self) -> int:
-        return self._connections
+    def routes(self, prefix: str = "") -> list[URLSpec]:
+        """The hub's routes under ``prefix``: ``/ws/<id>``, ``/api/...``, health, metrics, demo token."""
+        prefix = prefix.rstrip("/")
+        kwargs = {"state": self.state}
+        rules: list[Any] = [
+            (r"/ws/(.*)", SessionHandler, kwargs),
+            (r"/healthz", HealthHandler),
+            *api_routes(self.state),
+        ]
+        if self.config.demo:
+            secret = self.config.jwt_secret or self._demo_secret
+            rules.append((r"/demo/token", DemoTokenHandler, {"secret": secret}))
+        return [URLSpec(prefix + pattern, handler, *rest) for pattern, handler, *rest in rules]
 
-    def user_connections(self, org_id: str, user_id: str) -> int:
-        """Open connections of one user of one org, across all its sessions."""
-        return self._per_user.get((org_id, user_id), 0)
+    def application(self, **settings: Any) -> tornado.web.Application:
+        """A whole Application: the hub's routes plus the demo page at ``/`` (what the CLI serves)."""
+        static = self.config.static_dir
+        routes: list[Any] = [
+            *self.routes(),
+            (r"/()", PageHandler, {"path": static, "default_filename": "index.html"}),
+            (r"/static/(.*)", PageHandler, {"path": static}),
+        ]
+        return tornado.web.Application(
+            routes,
+            hub=self,
+            state=self.state,
+            registry=self.registry,
+            config=self.config,
+            log_function=log_request,
+            default_handler_class=NotFoundHandler,
+            compress_response=False,
+            **settings,
+        )
 
-    def org_connections(self, org_id: str) -> int:
-        """Open connections of one org in this process, across all its sessions."""
-        return self._per_org.get(org_id, 0)
+    # -- housekeeping ----------------------------------------------------------------
 
-    def org_full(self, org_id: str) -> bool:
-        """True when the org's next connection would exceed ``max_connections_per_org``."""
-        cap = self.max_connections_per_org
-        return cap > 0 and self._per_org.get(org_id, 0) >= cap
+    def start(self) -> None:
+        """Start the history sweeper and the keepalive pinger (the server calls this;
+        the first connection starts them too)."""
+        if self._sweeper is None:
+            self._sweeper = PeriodicCallback(self._expire, EXPIRE_EVERY_MS)
+            self._sweeper.start()
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        if self._pinger is None:
+            # One timer for every connection (pings and token expiry); ticks often enough to
+            # honour the ping timeout, and at least every second for expiry.
+            tick = max(0.05, min(interval, timeout or interval) / 2) if interval > 0 else 1.0
+            self._pinger = PeriodicCallback(self._keepalive, min(tick, 1.0) * 1000)
+            self._pinger.start()
 
-    def banned(self, key: SessionKey, user_id: str) -> bool:
-        """Whether ``user_id`` is banned from session ``key`` right now."""
-        until = self._bans.get((key, user_id))
-        if until is None:
-            return False
-        if until > self._clock():
-            return True
-        del self._bans[(key, user_id)]
-        return False
+    def _expire(self) -> None:
+        self.registry.expire()
 
-    @property
-    def dormant_count(self) -> int:
-        return len(self._dormant)
+    def _keepalive(self) -> None:
+        now = asyncio.get_running_loop().time()  # the clock Connection.last_seen uses
+        wall = time.time()  # the clock of a token's exp
+        interval = self.config.ping_interval
+        timeout = min(self.config.ping_timeout or interval, interval)
+        for member in list(self.registry.members()):
+            peer = member.peer
+            if isinstance(peer, Connection):
+                peer.keepalive(now, wall, interval, timeout)
 
-    def members(self) -> Iterator[Member]:
-        for session in list(self.sessions.values()):
-            yield from list(session.members.values())
+    def stop(self) -> None:
+        for timer in (self._sweeper, self._pinger):
+            if timer is not None:
+                timer.stop()
+        self._sweeper = self._pinger = None
 
-    def presence(self, key: SessionKey) -> dict[str, Any]:
-        session = self.sessions.get(key)
-        participants = session.participants() if session else []
-        return {"participants": participants, "participant_count": len(participants)}
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Mark the hub draining and ask every connection to close (``1001`` by default)."""
+        self.state.draining = True
+        self.registry.close_all(code, reason)
 
-    # -- membership --------------------------------------------------------
+    # -- server-side calls -------------------------------------------------------------
 
-    def has_room(self, key: SessionKey) -> bool:
-        """False when ``key`` would be a new session and its org is at ``max_sessions_per_org``."""
-        if key in self.sessions or key in self._dormant:
-            return True
-        return self._org_streams.get(key.org_id, 0) < self.max_sessions_per_org
+    def verify(self, token: str | None) -> Claims:
+        """The claims of ``token``, checked exactly like a WebSocket's or the HTTP API's.
 
-    def _new_stream(self, key: SessionKey) -> Stream:
-        self._org_streams[key.org_id] = self._org_streams.get(key.org_id, 0) + 1
-        return Stream(self.history_size, self._clock(), self._epoch_factory)
-
-    def _drop_stream(self, key: SessionKey) -> None:
-        remaining = self._org_streams.get(key.org_id, 0) - 1
-        if remaining > 0:
-            self._org_streams[key.org_id] = remaining
-        else:
-            self._org_streams.pop(key.org_id, None)
-
-    def _session_for(self, key: SessionKey) -> Session:
-        session = self.sessions.get(key)
-        if session is None:
-            stream = self._dormant.pop(key, None)
-            if stream is None:
-                stream = self._new_stream(key)
-            session = self.sessions[key] = Session(key, stream)
-        return session
-
-    def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
-        """Add ``member``: it gets ``welcome``, then any recovered frames; others get ``user_joined``.
-
-        Every frame is built before anything changes: a claim no frame can carry (a lone
-        surrogate in ``name``) raises here and leaves the registry as it was.
+        Raises :class:`tornado_ws.auth.AuthError`, whose ``reason`` is safe to show and log.
         """
-        key = member.key
-        now = self._clock()
-        session = self.sessions.get(key)
-        stream = session.stream if session is not None else self._dormant.get(key)
-        if stream is None:
-            stream = Stream(self.history_size, now, self._epoch_factory)
-        participants = session.participants() if session is not None else []
-        first = session is None or member.user_id not in session._presence
-        if first:
-            participants.append(messages.participant(member.user_id, member.name))
-        recovery = stream.recover(epoch, since)
-        welcome = messages.welcome_frame(
-            session_id=key.session_id,
-            user_id=member.user_id,
-            org_id=key.org_id,
-            connection_id=member.connection_id,
-            participants=participants,
-            seq=stream.last_seq,
-            epoch=stream.epoch,
-            recovered=recovery.recovered,
-        )
-        # Built even when nobody is told: it proves this member's name fits a frame, so its
-        # user_left (built from the same fields) cannot fail later.
-        joined = messages.presence_frame(
-            "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name, count=len(participants)
-        )
-        if session is None:
-            if self._dormant.pop(key, None) is None:
-                self._org_streams[key.org_id] = self._org_streams.get(key.org_id, 0) + 1
-            session = self.sessions[key] = Session(key, stream)
-        session._add(member)
-        self._count(member, +1)
-        stream.touch(now)
-        member.peer.send(welcome)
-        for frame in recovery.frames:
-            member.peer.send(frame)
-        if first and len(session.members) > 1:  # nobody to tell in a room of one
-            session.broadcast(joined, exclude=member)
-        return recovery
+        return self.state.verifier.verify(token)
 
-    def leave(self, member: Member) -> None:
-        """Remove ``member``; safe to call twice. The last one out empties the session."""
-        session = self.sessions.get(member.key)
-        if session is None or session.members.get(member.connection_id) is not member:
-            return
-        left = None
-        if session._presence[member.user_id].connections == 1 and len(session.members) > 1:
-            left = messages.presence_frame(
-                "user_left",
-                session_id=member.key.session_id,
-                user_id=member.user_id,
-                name=member.name,
-                count=session.participant_count - 1,
-            )
-        session._remove(member)
-        self._count(member, -1)
-        session.stream.touch(self._clock())
-        if not session.members:
-            self._retire(session)
-        elif left is not None:
-            session.broadcast(left)
+    def _key(self, org_id: str, session_id: str) -> SessionKey:
+        if not valid_session_id(session_id, self.config.max_session_id_length):
+            raise ValueError(f"invalid session id {session_id[:40]!r}")
+        return SessionKey(org_id, session_id)
 
-    def _count(self, member: Member, delta: int) -> None:
-        self._connections += delta
-        _add_to(self._per_user, (member.key.org_id, member.user_id), delta)
-        _add_to(self._per_org, member.key.org_id, delta)
+    async def publish(self, org_id: str, session_id: str, data: Any, *, user_id: str, name: str | None = None) -> int:
+        """Publish ``data`` to a session exactly like a client message; returns its seq.
 
-    def ban(self, key: SessionKey, user_id: str, seconds: float) -> None:
-        """Refuse ``user_id``'s joins of ``key`` for ``seconds`` (a later ban replaces it; 0: none)."""
-        if seconds > 0:
-            self._bans[(key, user_id)] = self._clock() + seconds
-
-    def kick(self, key: SessionKey, user_id: str, code: int, reason: str) -> int:
-        """Remove every connection of ``user_id`` from session ``key`` and close them; returns how many."""
-        session = self.sessions.get(key)
-        if session is None:
-            return 0
-        targets = [m for m in session.members.values() if m.user_id == user_id]
-        for member in targets:
-            self.leave(member)  # first, so user_left goes out now, not after the close handshake
-            member.peer.close(code, reason)
-        return len(targets)
-
-    def _retire(self, session: Session) -> None:
-        del self.sessions[session.key]
-        if self.history_ttl > 0 and self.history_size > 0:
-            self._dormant[session.key] = session.stream
-        else:
-            self._drop_stream(session.key)
-
-    # -- messages ----------------------------------------------------------
-
-    def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
-        """Sequence ``data_json`` in session ``key`` and deliver it to every member."""
-        session = self.sessions.get(key)
-        stream = session.stream if session else self._dormant.get(key)
-        now = self._clock()
-        seq = stream.next_seq() if stream is not None else 1
-        # The frame first: one that cannot be built must not leave a new stream behind.
-        frame = messages.message_frame(
-            session_id=key.session_id, user_id=user_id, name=name, seq=seq, ts=now, data_json=data_json
-        )
-        if stream is None:
-            # A publish to a session nobody is in still starts its stream, so a
-            # member who joins later can resume from it.
-            stream = self._dormant[key] = self._new_stream(key)
-        stream.append(seq, frame, now)
-        if session is not None:
-            self.deliveries += len(session.members)
-            session.broadcast(frame)
+        Raises ``ValueError`` for a bad session id or data JSON cannot carry (NaN, lone
+        surrogates), ``BrokerUnavailable`` when Redis cannot be reached.
+        """
+        key = self._key(org_id, session_id)
+        data_json = encode_data(data)
+        await self.state.ensure_started()
+        try:
+            seq = await self.broker.publish(key, user_id=user_id, name=name, data_json=data_json)
+        except SessionLimit:
+            raise ValueError(f"organization {org_id!r} is at its session limit") from None
+        self.state.metrics.api_messages_in += 1
         return seq
 
-    # -- driven by a multi-node broker ----------------------------------------
-    # The broker owns order, history and global presence; this node only keeps
-    # its own connections and fans frames out to them.
+    def presence(self, org_id: str, session_id: str) -> dict[str, Any]:
+        """``{"participants": [...], "participant_count": N}`` as this process sees it.
 
-    def attach(self, member: Member) -> bool:
-        """Add ``member`` locally with live delivery held back; True if the session is new on this node."""
-        new = member.key not in self.sessions
-        session = self._session_for(member.key)
-        member.pending = []
-        session._add(member)
-        self._count(member, +1)
-        return new
+        With the memory broker that is the whole truth; with Redis use :meth:`fetch_presence`.
+        """
+        return self.registry.presence(self._key(org_id, session_id))
 
-    def release(self, member: Member, after_seq: int) -> None:
-        """Start live delivery: send the held frames newer than ``after_seq`` (the snapshot it got)."""
-        held, member.pending = member.pending or [], None
-        for seq, frame in held:
-            if seq is None or seq > after_seq:
-                member.peer.send(frame)
+    async def fetch_presence(self, org_id: str, session_id: str) -> dict[str, Any]:
+        """Presence across every node (asks the broker)."""
+        await self.state.ensure_started()
+        return await self.broker.presence(self._key(org_id, session_id))
 
-    def detach(self, member: Member) -> bool:
-        """Remove ``member`` locally without announcing anything; True if the session is now empty here."""
-        session = self.sessions.get(member.key)
-        if session is None or session.members.get(member.connection_id) is not member:
-            return False
-        session._remove(member)
-        self._count(member, -1)
-        if session.members:
-            return False
-        self._retire(session)
-        return True
+    async def kick(self, org_id: str, session_id: str, user_id: str, *, ban_seconds: int = 0) -> int:
+        """Close every connection of ``user_id`` in the session, on every node, with 4003; returns how many.
 
-    def deliver(self, key: SessionKey, frame: OutFrame, *, seq: int | None = None, exclude: str | None = None) -> None:
-        """Fan a frame sequenced elsewhere out to this node's members of ``key``."""
-        session = self.sessions.get(key)
-        if session is None:
-            return
-        if seq is not None:
-            self.deliveries += len(session.members)
-        for member in list(session.members.values()):
-            if member.connection_id == exclude:
-                continue
-            if member.pending is not None:
-                member.pending.append((seq, frame))
-            else:
-                member.peer.send(frame)
+        ``ban_seconds`` (0 to 30 days) also refuses the user's joins of the session that long,
+        on every node (close 4003 ``banned``); ``ValueError`` for anything else.
+        """
+        key = self._key(org_id, session_id)
+        if isinstance(ban_seconds, bool) or not isinstance(ban_seconds, int) or not 0 <= ban_seconds <= MAX_BAN_SECONDS:
+            raise ValueError(f"ban_seconds must be an integer from 0 to {MAX_BAN_SECONDS}")
+        await self.state.ensure_started()
+        return await self.broker.kick(key, user_id, CloseCode.KICKED, "kicked", ban_seconds=ban_seconds)
 
-    def local_members(self, key: SessionKey, user_id: str | None = None) -> list[Member]:
-        session = self.sessions.get(key)
-        if session is None:
-            return []
-        return [m for m in session.members.values() if user_id is None or m.user_id == user_id]
-
-    # -- housekeeping ------------------------------------------------------
-
-    def expire(self) -> int:
-        """Drop history idle for longer than ``history_ttl``; returns streams dropped."""
-        deadline = self._clock() - self.history_ttl
-        stale = [key for key, stream in self._dormant.items() if stream.last_activity < deadline]
-        for key in stale:
-            del self._dormant[key]
-            self._drop_stream(key)
-        for session in self.sessions.values():
-            if session.stream.last_activity < deadline:
-                session.stream.forget_history()
-        now = self._clock()
-        for ban in [ban for ban, until in self._bans.items() if until <= now]:
-            del self._bans[ban]
-        return len(stale)
-
-    def close_all(self, code: int, reason: str) -> None:
-        """Ask every connection to close (shutdown); their handlers then call :meth:`leave`."""
-        for member in list(self.members()):
-            member.peer.close(code, reason)
-
-    def reset(self) -> None:
-        """Forget everything (tests use this between cases)."""
-        self.sessions.clear()
-        self._dormant.clear()
-        self._per_user.clear()
-        self._per_org.clear()
-        self._bans.clear()
-        self._org_streams.clear()
-        self._connections = 0
+    async def aclose(self) -> None:
+        """Stop the sweeper and disconnect the broker."""
+        self.stop()
+        await self.broker.close()
 
 
-def _add_to(counts: dict[Any, int], key: Any, delta: int) -> None:
-    remaining = counts.get(key, 0) + delta
-    if remaining:
-        counts[key] = remaining
-    else:
-        del counts[key]
+def make_app(config: Config) -> tornado.web.Application:
+    """The whole application the CLI serves: ``Hub(config).application()``.
+
+    ``app.settings`` holds ``hub`` (the :class:`Hub`), ``registry`` (its session registry, also
+    ``SessionHandler.registry``) and ``state``.
+    """
+    return Hub(config).application()

@@ -12,9 +12,9 @@ import socket
 
 from tornado.netutil import bind_sockets
 
-from .config import Config
-from .embedded import Hub
-from .guard import GuardedHTTPServer
+from tornado_ws.config import Config
+from tornado_ws.hub import Hub
+from tornado_ws.transport.guard import GuardedHTTPServer
 
 log = logging.getLogger("tornado_ws")
 

@@ -24,8 +24,8 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
-from .client import Backoff, Client, connect
-from .embedded import Hub
+from tornado_ws.client import Backoff, Client, connect
+from tornado_ws.hub import Hub
 
 DEFAULT_SECRET = "tornado-ws-test-secret-" + "x" * 41  # 64 bytes: quiet for HS256..HS512
 #: Tests should fail fast, not retry for minutes.

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from tornado_ws import messages
 from tornado_ws.cli import main
+from tornado_ws.core import protocol as messages
 
 _stdlib_encode = messages.encode_data
 

@@ -37,13 +37,14 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from . import messages, redis_scripts
-from .broker import Broker, BrokerUnavailable, JoinRefused, SessionLimit
-from .errors import CloseCode
-from .history import Recovery, new_epoch
-from .hub import Member, Registry, SessionKey
-from .messages import OutFrame
-from .redis_scripts import SessionKeys
+from tornado_ws.brokers import redis_scripts
+from tornado_ws.brokers.base import Broker, BrokerUnavailable, JoinRefused, SessionLimit
+from tornado_ws.brokers.redis_scripts import SessionKeys
+from tornado_ws.core import protocol as messages
+from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core.registry import Membership, Registry, SessionKey
+from tornado_ws.core.stream import Recovery, new_epoch
+from tornado_ws.errors import CloseCode
 
 log = logging.getLogger("tornado_ws.redis")
 T = TypeVar("T")
@@ -140,15 +141,15 @@ class RedisBroker(Broker):
         self._confirmed: dict[bytes, asyncio.Event] = {}
         self._epochs: dict[SessionKey, str] = {}
         self._seen: dict[SessionKey, int] = {}
-        self._active: dict[str, Member] = {}
-        self._unfinished_leaves: list[Member] = []
+        self._active: dict[str, Membership] = {}
+        self._unfinished_leaves: list[Membership] = []
         #: Sessions whose gap is being filled from history; their live frames wait here as
         #: (epoch, seq, frame). Empty unless the pub/sub reconnected or a seq was skipped.
         self._held: dict[SessionKey, list[tuple[str, int, OutFrame]]] = {}
         self._resyncing: set[SessionKey] = set()
         #: Members whose snapshot is newer than what the listener has delivered: (member, its
         #: snapshot's seq), released by _deliver once the live stream reaches it.
-        self._waiting: dict[SessionKey, list[tuple[Member, int]]] = {}
+        self._waiting: dict[SessionKey, list[tuple[Membership, int]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
@@ -220,7 +221,7 @@ class RedisBroker(Broker):
 
     # -- the Broker interface -----------------------------------------------------------
 
-    async def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
+    async def join(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery:
         key, keys = member.key, SessionKeys.of(member.key)
         registry = self.registry
         if registry.org_full(key.org_id):  # per process; no await until attach() counts this one
@@ -308,7 +309,7 @@ class RedisBroker(Broker):
             await self._announce("user_joined", key, member.user_id, member.name, len(participants), member)
         return Recovery(recovered, replay)
 
-    async def leave(self, member: Member) -> None:
+    async def leave(self, member: Membership) -> None:
         if self._active.pop(member.connection_id, None) is None:
             return
         self._detach(member)
@@ -352,7 +353,7 @@ class RedisBroker(Broker):
 
     # -- presence --------------------------------------------------------------------
 
-    async def _presence_leave(self, member: Member) -> None:
+    async def _presence_leave(self, member: Membership) -> None:
         keys = SessionKeys.of(member.key)
         before, after = messages.presence_frame_parts(
             "user_left", session_id=member.key.session_id, user_id=member.user_id, name=member.name
@@ -363,7 +364,7 @@ class RedisBroker(Broker):
         )
 
     async def _announce(
-        self, kind: str, key: SessionKey, user_id: str, name: str | None, count: int, exclude: Member | None
+        self, kind: str, key: SessionKey, user_id: str, name: str | None, count: int, exclude: Membership | None
     ) -> None:
         frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
         conn = exclude.connection_id if exclude else "-"
@@ -391,7 +392,7 @@ class RedisBroker(Broker):
         except TimeoutError:
             raise BrokerUnavailable("redis did not confirm the subscription") from None
 
-    def _detach(self, member: Member) -> None:
+    def _detach(self, member: Membership) -> None:
         waiting = self._waiting.get(member.key)
         if waiting is not None:
             waiting[:] = [entry for entry in waiting if entry[0] is not member]

@@ -6,13 +6,13 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 
-from .auth import TokenVerifier
-from .broker import Broker
-from .config import Config
-from .connection import Lingering
-from .hooks import Hooks
-from .hub import Registry
-from .metrics import Metrics
+from tornado_ws.auth import TokenVerifier
+from tornado_ws.brokers.base import Broker
+from tornado_ws.config import Config
+from tornado_ws.core.registry import Registry
+from tornado_ws.hooks import Hooks
+from tornado_ws.metrics import Metrics
+from tornado_ws.transport.websocket import Lingering
 
 
 def _nothing() -> None:

@@ -1,7 +1,7 @@
 """The broker seam: where a session's order, history and presence live.
 
 :class:`MemoryBroker` keeps them in this process (the default, embedded
-mode); :class:`~tornado_ws.redis_broker.RedisBroker` keeps them in Redis so
+mode); :class:`~tornado_ws.brokers.redis.RedisBroker` keeps them in Redis so
 several processes serve one session. Handlers talk only to :class:`Broker`;
 both implementations pass ``tests/test_broker_contract.py``.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from .errors import CloseCode
-from .history import Recovery
-from .hub import Member, Registry, SessionKey
+from tornado_ws.core.registry import Membership, Registry, SessionKey
+from tornado_ws.core.stream import Recovery
+from tornado_ws.errors import CloseCode
 
 #: The longest ban a kick may impose (30 days).
 MAX_BAN_SECONDS = 30 * 24 * 3600
@@ -82,12 +82,12 @@ class Broker(abc.ABC):
         """
         return None
 
-    def leave_now(self, member: Member) -> bool:
+    def leave_now(self, member: Membership) -> bool:
         """Leave synchronously when this broker can (no I/O); False means "use :meth:`leave`"."""
         return False
 
     @abc.abstractmethod
-    async def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
+    async def join(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery:
         """Add ``member``: it gets ``welcome`` (+ missed frames when resuming), then live frames;
         the session's other members get ``user_joined`` if this is the user's first connection.
 
@@ -97,7 +97,7 @@ class Broker(abc.ABC):
         ``max_sessions_per_org``; the last two count every node."""
 
     @abc.abstractmethod
-    async def leave(self, member: Member) -> None:
+    async def leave(self, member: Membership) -> None:
         """Remove ``member`` (idempotent); ``user_left`` if it was the user's last connection."""
 
     @abc.abstractmethod
@@ -116,42 +116,3 @@ class Broker(abc.ABC):
 
         With ``ban_seconds`` the user's joins of ``key`` are refused (4003 ``banned``) on every
         node for that long; the ban is in place before the first socket closes."""
-
-
-class MemoryBroker(Broker):
-    """Everything in this process: the registry's own streams and presence."""
-
-    async def join(self, member: Member, *, epoch: str | None = None, since: int | None = None) -> Recovery:
-        registry, key = self.registry, member.key
-        # No await between these checks and the join: nothing can slip in between.
-        if registry.banned(key, member.user_id):
-            raise JoinRefused.banned()
-        if registry.org_full(key.org_id):
-            raise JoinRefused.org_connections()
-        if registry.user_connections(key.org_id, member.user_id) >= registry.max_connections_per_user:
-            raise JoinRefused.user_connections()
-        if not registry.has_room(key):
-            raise SessionLimit()
-        return registry.join(member, epoch=epoch, since=since)
-
-    async def leave(self, member: Member) -> None:
-        self.leave_now(member)
-
-    def leave_now(self, member: Member) -> bool:
-        self.registry.leave(member)
-        return True
-
-    async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
-        return self.publish_now(key, user_id=user_id, name=name, data_json=data_json)
-
-    def publish_now(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
-        if not self.registry.has_room(key):
-            raise SessionLimit()
-        return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)
-
-    async def presence(self, key: SessionKey) -> dict[str, Any]:
-        return self.registry.presence(key)
-
-    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str, *, ban_seconds: int = 0) -> int:
-        self.registry.ban(key, user_id, ban_seconds)
-        return self.registry.kick(key, user_id, code, reason)

@@ -8,7 +8,7 @@ connections under the descriptor limit, evicting the oldest, and pauses
 
 It also peeks at a new connection's first bytes before Tornado sees it: a whole
 WebSocket upgrade request for ``/ws/…`` is consumed and routed over an
-:class:`~tornado_ws.upgrade.UpgradeConnection` (the handshake's fast path,
+:class:`~tornado_ws.transport.upgrade.UpgradeConnection` (the handshake's fast path,
 docs/performance.md); anything else reaches Tornado's HTTP/1 connection untouched,
 since nothing was read, and is answered as always.
 """
@@ -31,9 +31,9 @@ from tornado.httputil import HTTPInputError
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
-from .connection import Lingering
-from .hub import Registry
-from .upgrade import PEEK_SIZE, UpgradeConnection, parse_upgrade_head
+from tornado_ws.core.registry import Registry
+from tornado_ws.transport.upgrade import PEEK_SIZE, UpgradeConnection, parse_upgrade_head
+from tornado_ws.transport.websocket import Lingering
 
 log = logging.getLogger("tornado_ws")
 

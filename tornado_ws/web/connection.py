@@ -1,10 +1,11 @@
-"""One member's connection: what its frames mean for the hub, and what the hub sends it.
+"""One client's connection: the socket and its user, what its frames mean, what the hub sends it.
 
-A :class:`Participant` is the hub's :class:`~tornado_ws.hub.Peer`. The handler
-(:mod:`tornado_ws.handlers`) upgrades the request, hands the socket to a
-Participant and authenticates; from then on the Participant limits, parses and
-publishes what the client sends, keeps the token's lifetime, and leaves the
-session when the socket closes.
+A :class:`Connection` is the registry's :class:`~tornado_ws.core.registry.Peer`: it holds the
+verified claims, the rate limits and the token's lifetime; its membership of a session is a
+:class:`~tornado_ws.core.registry.Membership`, a separate object (one per session it is in).
+The handler (:mod:`tornado_ws.web.handler`) upgrades the request, hands the socket to a
+Connection and authenticates; from then on the Connection limits, parses and publishes what the
+client sends, and leaves its session when the socket closes.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ import socket
 import time
 from collections.abc import Awaitable
 
-from . import hooks
-from .auth import AuthError, Claims
-from .broker import BrokerUnavailable
-from .connection import WebSocketConnection
-from .errors import CloseCode, ErrorCode
-from .hub import Member
-from .limits import TokenBucket
-from .messages import (
+from tornado_ws import hooks
+from tornado_ws.auth import AuthError, Claims
+from tornado_ws.brokers.base import BrokerUnavailable
+from tornado_ws.core.protocol import (
     PONG,
     FrameError,
     OutFrame,
@@ -33,7 +30,11 @@ from .messages import (
     parse_client_frame,
     refreshed_frame,
 )
-from .state import AppState
+from tornado_ws.core.ratelimit import TokenBucket
+from tornado_ws.core.registry import Membership
+from tornado_ws.errors import CloseCode, ErrorCode
+from tornado_ws.transport.websocket import WebSocketConnection
+from tornado_ws.web.state import AppState
 
 log = logging.getLogger("tornado_ws")
 
@@ -45,10 +46,10 @@ _LABELLED_CLOSE_CODES = frozenset(int(c) for c in CloseCode) | {1005, 1006}
 PING_WIRE = b"\x89\x00"
 
 
-class Participant(WebSocketConnection):
+class Connection(WebSocketConnection):
     """A connection that has joined (or is joining) one session."""
 
-    __slots__ = ("_bucket", "_control_bucket", "_expires_at", "_ping_sent_at", "_slow", "claims", "member", "state")
+    __slots__ = ("_bucket", "_control_bucket", "_expires_at", "_ping_sent_at", "_slow", "claims", "membership", "state")
 
     def __init__(
         self, state: AppState, sock: socket.socket, *, unread: bytes = b"", head: bytes = b"", registered: bool = False
@@ -63,7 +64,7 @@ class Participant(WebSocketConnection):
             registered=registered,
         )
         self.state = state
-        self.member: Member | None = None
+        self.membership: Membership | None = None
         self.claims: Claims | None = None
         self._bucket: TokenBucket | None = None
         self._control_bucket: TokenBucket | None = None
@@ -72,9 +73,9 @@ class Participant(WebSocketConnection):
         self._ping_sent_at: float | None = None
         self._slow = False
 
-    def joined(self, member: Member, claims: Claims) -> None:
+    def joined(self, member: Membership, claims: Claims) -> None:
         """Called by the handler once ``claims`` are verified, before the broker join."""
-        self.member = member
+        self.membership = member
         self.claims = claims
         rate = self.state.config.rate_limit
         if rate > 0:
@@ -98,7 +99,8 @@ class Participant(WebSocketConnection):
             if self.last_seen > self._ping_sent_at:
                 self._ping_sent_at = None  # it spoke since: alive
             elif now - self._ping_sent_at > timeout:
-                log.info("no pong within %.1fs; dropping conn=%s", timeout, self.member and self.member.connection_id)
+                membership = self.membership
+                log.info("no pong within %.1fs; dropping conn=%s", timeout, membership and membership.connection_id)
                 self.abort()  # a dead peer will not answer a close handshake either
             return
         if now - self.last_seen >= interval:
@@ -128,7 +130,7 @@ class Participant(WebSocketConnection):
         else:
             self._expires_at = claims.expires_at + self.state.config.jwt_leeway
 
-    def _refresh(self, member: Member, token: str) -> Awaitable[None] | None:
+    def _refresh(self, member: Membership, token: str) -> Awaitable[None] | None:
         """Replace this connection's claims with a fresh token's, which may narrow them: its
         roles apply from the next frame, and a session it no longer allows is left (4004)."""
         try:
@@ -146,14 +148,14 @@ class Participant(WebSocketConnection):
             return None
         return self._refresh_through_hook(member, claims)
 
-    async def _refresh_through_hook(self, member: Member, claims: Claims) -> None:
+    async def _refresh_through_hook(self, member: Membership, claims: Claims) -> None:
         try:
             refused = await hooks.refusal(self.state.hooks, claims, member.key.session_id)
         except Exception:
             log.exception("authorize hook failed at refresh session=%s user=%s", member.key.session_id, member.user_id)
             self.send(error_frame(ErrorCode.INTERNAL, "the refresh could not be authorized; the old token still holds"))
             return
-        if self.member is member:  # still connected after the hook
+        if self.membership is member:  # still connected after the hook
             self._apply_refresh(claims, refused)
 
     def _apply_refresh(self, claims: Claims, refused: str | None) -> None:
@@ -168,7 +170,7 @@ class Participant(WebSocketConnection):
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         # An awaitable holds this connection's next frames until it is done: per-sender order.
-        member, claims = self.member, self.claims
+        member, claims = self.membership, self.claims
         if member is None or claims is None or self._slow:
             return None
         if self._bucket is not None and not self._bucket.allow():
@@ -192,7 +194,7 @@ class Participant(WebSocketConnection):
             return self._publish_fast(member, frame.data_json)
         return None
 
-    def _publish_fast(self, member: Member, data_json: str) -> Awaitable[None] | None:
+    def _publish_fast(self, member: Membership, data_json: str) -> Awaitable[None] | None:
         """Publish without a coroutine when the broker can do it synchronously (memory)."""
         try:
             started = time.perf_counter()
@@ -209,7 +211,7 @@ class Participant(WebSocketConnection):
         self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
         return None
 
-    async def _publish(self, member: Member, data_json: str) -> None:
+    async def _publish(self, member: Membership, data_json: str) -> None:
         try:
             started = time.perf_counter()
             await self.state.broker.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
@@ -224,7 +226,7 @@ class Participant(WebSocketConnection):
             log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
             self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
 
-    async def _publish_through_hook(self, member: Member, claims: Claims, data_json: str) -> None:
+    async def _publish_through_hook(self, member: Membership, claims: Claims, data_json: str) -> None:
         hook = self.state.hooks.on_message
         assert hook is not None
         data = json.loads(data_json)
@@ -239,7 +241,7 @@ class Participant(WebSocketConnection):
             log.exception("on_message hook failed session=%s user=%s", member.key.session_id, member.user_id)
             self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
             return
-        if self.member is member:  # still connected after the hook
+        if self.membership is member:  # still connected after the hook
             await self._publish(member, data_json)
 
     # -- Peer --------------------------------------------------------------
@@ -261,7 +263,7 @@ class Participant(WebSocketConnection):
             self._loop.call_soon(self._cut_slow_consumer)
 
     def _cut_slow_consumer(self) -> None:
-        member = self.member
+        member = self.membership
         self.state.metrics.slow_consumers += 1
         if member is not None:
             log.warning(
@@ -275,20 +277,20 @@ class Participant(WebSocketConnection):
 
     # -- end -----------------------------------------------------------------
 
-    def _leave(self, member: Member) -> None:
+    def _leave(self, member: Membership) -> None:
         broker = self.state.broker
         if not broker.leave_now(member):  # a Task per disconnect only when the broker needs I/O
             hooks.spawn(broker.leave(member))
 
     def on_closed(self) -> None:
-        member = self.member
+        member = self.membership
         if member is None:
             return
         code = self.server_close_code or self.close_code or 1006
         # Clients pick their own close codes: only known ones become label values.
         self.state.metrics.count_disconnect(str(code) if code in _LABELLED_CLOSE_CODES else "other")
         self._leave(member)
-        self.member = None
+        self.membership = None
         if self.claims is not None and self.state.hooks.on_leave is not None:
             hooks.spawn(hooks.observe(self.state.hooks.on_leave, "on_leave", self.claims, member.key.session_id))
         log.info(

@@ -2,10 +2,10 @@
 
 ``get`` enforces the process-wide limits before the upgrade; Tornado checks the
 upgrade headers and the origin; the handler writes the 101, hands the socket to a
-:class:`~tornado_ws.participant.Participant` (the hub's peer), and ``open``
+:class:`~tornado_ws.web.connection.Connection` (the registry's peer), and ``open``
 authenticates and joins. The 101 leaves with the welcome (or with a refusal's close
 frame) when ``open`` is done. The handler, its request and Tornado's stream are
-dropped after that: a connection costs only its Participant (docs/performance.md).
+dropped after that: a connection costs only its Connection (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from typing import Any, ClassVar
 
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
 
-from . import hooks
-from .auth import AuthError
-from .broker import BrokerUnavailable, JoinRefused
-from .connection import adopt_stream
-from .errors import CloseCode
-from .hub import Member, Registry, SessionKey
-from .messages import valid_session_id
-from .participant import Participant
-from .state import AppState
-from .upgrade import UpgradeConnection
-from .web import ApiError, RedactedLoggingMixin
+from tornado_ws import hooks
+from tornado_ws.auth import AuthError
+from tornado_ws.brokers.base import BrokerUnavailable, JoinRefused
+from tornado_ws.core.protocol import valid_session_id
+from tornado_ws.core.registry import Membership, Registry, SessionKey
+from tornado_ws.errors import CloseCode
+from tornado_ws.transport.upgrade import UpgradeConnection
+from tornado_ws.transport.websocket import adopt_stream
+from tornado_ws.web.base import ApiError, RedactedLoggingMixin
+from tornado_ws.web.connection import Connection
+from tornado_ws.web.state import AppState
 
 log = logging.getLogger("tornado_ws")
 
@@ -47,12 +47,12 @@ _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnect
 
 
 class _Upgrade(WebSocketProtocol13):
-    """Tornado's RFC 6455 handshake, after which the socket belongs to a Participant."""
+    """Tornado's RFC 6455 handshake, after which the socket belongs to a Connection."""
 
     async def _accept_connection(self, handler: WebSocketHandler) -> None:
         assert isinstance(handler, SessionHandler)
         # The 101 is written here rather than by handler.finish(): Tornado's response path
-        # costs more than the rest of the upgrade, and the Participant sends these bytes
+        # costs more than the rest of the upgrade, and the Connection sends these bytes
         # together with the welcome. No subprotocols, no compression (deflate costs
         # ~300 KiB per connection).
         accept = self._challenge_response(handler)
@@ -64,18 +64,18 @@ class _Upgrade(WebSocketProtocol13):
         else:
             sock, unread, registered = adopt_stream(detached)
         handler.application.log_request(handler)
-        participant = handler.participant = Participant(
+        connection = handler.connection = Connection(
             handler.state, sock, unread=unread, head=response, registered=registered
         )
         try:
             await handler.open(*handler.open_args, **handler.open_kwargs)
         except Exception:
             log.exception("open failed")
-            participant.close(CloseCode.INTERNAL_ERROR, "internal error")
+            connection.close(CloseCode.INTERNAL_ERROR, "internal error")
         # No handler <-> protocol or handler <-> UI-module cycle: all of it dies by refcount now.
         handler.ws_connection = None
         handler._break_cycles()
-        participant.start()
+        connection.start()
 
     # WebSocketProtocol13's own versions work on the IOStream this class never keeps; Tornado
     # calls them only if the HTTP connection dies before the 101, when there is nothing to close.
@@ -92,7 +92,7 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     #: The registry of the most recent ``make_app()``; tests reset it between cases.
     registry: ClassVar[Registry | None] = None
 
-    participant: Participant
+    connection: Connection
 
     def initialize(self, state: AppState) -> None:
         self.state = state
@@ -151,10 +151,10 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     def _refuse(self, session_id: str, code: int, reason: str, label: str) -> None:
         self.state.metrics.refused.labels(label).inc()
         log.info("refused session=%r reason=%s peer=%s", session_id[:140], reason, self.request.remote_ip)
-        self.participant.refuse(code, reason, self.state.lingering)
+        self.connection.refuse(code, reason, self.state.lingering)
 
     async def open(self, *args: str, **kwargs: str) -> None:
-        participant = self.participant
+        connection = self.connection
         session_id = args[0] if args else ""
         if not valid_session_id(session_id, self.config.max_session_id_length):
             self._refuse(session_id, CloseCode.POLICY_VIOLATION, "invalid session id", "invalid_session_id")
@@ -173,17 +173,17 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if refused is not None:
             self._refuse(session_id, CloseCode.FORBIDDEN, refused, "forbidden")
             return
-        if participant.closing:
+        if connection.closing:
             return  # closed (shutdown, say) while the hook ran
         self.state.start_housekeeping()
-        member = Member(
+        member = Membership(
             key=SessionKey(claims.org_id, session_id),
             connection_id=secrets.token_hex(8),
             user_id=claims.user_id,
             name=claims.name,
-            peer=participant,
+            peer=connection,
         )
-        participant.joined(member, claims)
+        connection.joined(member, claims)
         try:
             await self.state.ensure_started()
             await self.broker.join(
@@ -193,11 +193,11 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
             )
         except BrokerUnavailable as exc:
             log.warning("broker unavailable at join session=%s: %s", session_id, exc)
-            participant.member = None
+            connection.membership = None
             self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "unavailable; try again later", "unavailable")
             return
         except JoinRefused as exc:  # a cap or a ban, checked by the broker atomically with the join
-            participant.member = None
+            connection.membership = None
             self._refuse(session_id, exc.code, exc.reason, exc.label)
             return
         log.info(

@@ -9,7 +9,7 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler
 
-from .logs import request_summary
+from tornado_ws.logs import request_summary
 
 log = logging.getLogger("tornado_ws")
 

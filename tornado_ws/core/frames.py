@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 
-from .errors import CloseCode
+from tornado_ws.errors import CloseCode
 
 _PROTOCOL = CloseCode.PROTOCOL_ERROR
 

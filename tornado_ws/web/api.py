@@ -14,15 +14,15 @@ from typing import Any
 
 from tornado.web import StaticFileHandler
 
-from . import hooks
-from .auth import AuthError, Claims, issue_token, safe_claim_text
-from .broker import MAX_BAN_SECONDS, BrokerUnavailable, SessionLimit
-from .errors import CloseCode
-from .hub import SessionKey
-from .messages import FrameError, encode_data, parse_json, valid_session_id
-from .metrics import CONTENT_TYPE
-from .state import AppState
-from .web import ApiError, RedactedLoggingMixin
+from tornado_ws import hooks
+from tornado_ws.auth import AuthError, Claims, issue_token, safe_claim_text
+from tornado_ws.brokers.base import MAX_BAN_SECONDS, BrokerUnavailable, SessionLimit
+from tornado_ws.core.protocol import FrameError, encode_data, parse_json, valid_session_id
+from tornado_ws.core.registry import SessionKey
+from tornado_ws.errors import CloseCode
+from tornado_ws.metrics import CONTENT_TYPE
+from tornado_ws.web.base import ApiError, RedactedLoggingMixin
+from tornado_ws.web.state import AppState
 
 #: The demo page may only run its own script and talk to its own origin.
 CONTENT_SECURITY_POLICY = (

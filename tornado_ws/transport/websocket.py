@@ -4,7 +4,7 @@ Tornado does the HTTP part (parsing, routing, the 101 response); after that a
 connection is this one small object instead of a ``WebSocketHandler`` with its
 request, ``HTTP1Connection``, ``IOStream`` and a reader Task. That is what keeps
 an idle connection to a few KiB and a broadcast to one ``send()`` per member
-(docs/performance.md). Framing rules live in :mod:`tornado_ws.frames`.
+(docs/performance.md). Framing rules live in :mod:`tornado_ws.core.frames`.
 
 Subclasses implement :meth:`on_message`, :meth:`on_ping`, :meth:`on_pong`,
 :meth:`on_slow` and :meth:`on_closed`.
@@ -18,7 +18,7 @@ import socket
 from collections.abc import Awaitable
 from typing import Any
 
-from . import frames
+from tornado_ws.core import frames
 
 log = logging.getLogger("tornado_ws")
 

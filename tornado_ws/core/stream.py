@@ -11,7 +11,7 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
 
-from .messages import OutFrame
+from tornado_ws.core.protocol import OutFrame
 
 
 def new_epoch() -> str:

@@ -14,8 +14,8 @@ import json
 import re
 from typing import Any, Final, NoReturn
 
-from . import frames
-from .errors import ErrorCode
+from tornado_ws.core import frames
+from tornado_ws.errors import ErrorCode
 
 MAX_SESSION_ID_LENGTH: Final = 128
 _SESSION_ID = re.compile(r"[A-Za-z0-9._~:\-]+")

@@ -1,0 +1,24 @@
+-- Shared helpers: decode a presence entry, the server clock, the org session cap.
+-- A presence entry, or nil for one that is not ours: we write ASCII JSON (json.dumps), so a byte
+-- above 127 is garbage too (cjson would pass invalid UTF-8 on, which Python then skips).
+local function decode(raw)
+  if string.find(raw, '[\128-\255]') then return nil end
+  local ok, entry = pcall(cjson.decode, raw)
+  if ok and type(entry) == 'table' and type(entry['u']) == 'string' and type(entry['n']) == 'string'
+      and (entry['m'] == nil or type(entry['m']) == 'string') then
+    return entry
+  end
+  return nil
+end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+-- False when session ``sid`` would be new in the org's set and the org already has ``max`` unexpired ones.
+local function room(org_key, sid, max, at)
+  if max <= 0 then return true end
+  local score = redis.call('ZSCORE', org_key, sid)
+  if score and tonumber(score) > at then return true end
+  redis.call('ZREMRANGEBYSCORE', org_key, '-inf', at)
+  return redis.call('ZCARD', org_key) < max
+end

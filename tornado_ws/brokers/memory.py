@@ -1,0 +1,48 @@
+"""MemoryBroker: one process keeps every session's order, history and presence (the default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado_ws.brokers.base import Broker, JoinRefused, SessionLimit
+from tornado_ws.core.registry import Membership, SessionKey
+from tornado_ws.core.stream import Recovery
+
+
+class MemoryBroker(Broker):
+    """Everything in this process: the registry's own streams and presence."""
+
+    async def join(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery:
+        registry, key = self.registry, member.key
+        # No await between these checks and the join: nothing can slip in between.
+        if registry.banned(key, member.user_id):
+            raise JoinRefused.banned()
+        if registry.org_full(key.org_id):
+            raise JoinRefused.org_connections()
+        if registry.user_connections(key.org_id, member.user_id) >= registry.max_connections_per_user:
+            raise JoinRefused.user_connections()
+        if not registry.has_room(key):
+            raise SessionLimit()
+        return registry.join(member, epoch=epoch, since=since)
+
+    async def leave(self, member: Membership) -> None:
+        self.leave_now(member)
+
+    def leave_now(self, member: Membership) -> bool:
+        self.registry.leave(member)
+        return True
+
+    async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
+        return self.publish_now(key, user_id=user_id, name=name, data_json=data_json)
+
+    def publish_now(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
+        if not self.registry.has_room(key):
+            raise SessionLimit()
+        return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)
+
+    async def presence(self, key: SessionKey) -> dict[str, Any]:
+        return self.registry.presence(key)
+
+    async def kick(self, key: SessionKey, user_id: str, code: int, reason: str, *, ban_seconds: int = 0) -> int:
+        self.registry.ban(key, user_id, ban_seconds)
+        return self.registry.kick(key, user_id, code, reason)
