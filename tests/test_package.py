@@ -49,7 +49,11 @@ async def test_the_installed_wheel_serves_the_demo_and_welcomes(tmp_path: Path) 
     python = _build_and_install(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = "import tornado_ws, tornado_ws.config as c; print(tornado_ws.__file__, c.DEFAULT_STATIC_DIR)"
+    where = (
+        "import tornado_ws, tornado_ws.config as c, tornado_ws.brokers.redis_scripts as r\n"
+        "assert 'HSET' in r.JOIN and 'PUBLISH' in r.PUBLISH  # the Lua scripts shipped as package data\n"
+        "print(tornado_ws.__file__, c.DEFAULT_STATIC_DIR, r.__file__)"
+    )
     located = subprocess.run(
         [str(python), "-c", where],
         cwd=elsewhere,
