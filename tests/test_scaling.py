@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +17,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import IOLoop
 
 from tests.conftest import SECRET, Client, ServerProcess, make_token
-from tests.redis_server import RedisServer, require_redis_server
+from tests.redis_server import RedisServer, free_port, require_redis_server
 from tornado_ws.brokers.redis import HEARTBEAT, PRESENCE_TTL
 from tornado_ws.client import connect
 from tornado_ws.testing import TEST_BACKOFF, HubServer, test_hub
@@ -244,3 +247,26 @@ def test_workers_share_sessions_over_redis(redis_server: RedisServer, io_loop: I
     finally:
         assert server.stop() == 0
         server.log_path.unlink(missing_ok=True)
+
+
+def test_redis_unreachable_at_start_is_one_clear_line_and_readyz_503_at_once() -> None:
+    """Not one line per retry, and no probe waits for the subscription timeout; no password logged."""
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = ServerProcess(["--jwt-secret", SECRET, "--broker", url])
+    try:
+        started = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
+        assert info.value.code == 503 and json.loads(info.value.read()) == {"status": "broker_unavailable"}
+        assert time.monotonic() - started < 2.0  # SUBSCRIBE_TIMEOUT (3 s) is not waited for
+        deadline = time.monotonic() + 5
+        while "redis unreachable" not in server.output():  # the log file is the only signal here
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        time.sleep(1.0)  # several retries later...
+    finally:
+        server.stop()
+    output = server.output()
+    assert output.count("redis unreachable") == 1, output  # ...still one line
+    assert "hunter2" not in output and ":[redacted]@127.0.0.1" in output
+    server.log_path.unlink(missing_ok=True)

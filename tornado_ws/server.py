@@ -47,6 +47,9 @@ class Server:
         self.port = sockets[0].getsockname()[1]
         self.http.add_sockets(sockets)
         self.hub.start()
+        # Connect the broker now rather than at the first client, so an unreachable Redis is
+        # one log line at start and /readyz says 503 from the first probe.
+        self.hub.state.start_broker()
         # Start-up objects (modules, app, config) never die: keep them out of every
         # collection, and collect young objects less often. With thousands of connections
         # the default thresholds spent most of the CPU in full collections (docs/performance.md).

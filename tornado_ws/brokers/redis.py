@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -76,6 +77,11 @@ def _entry(raw: bytes | str) -> dict[str, Any] | None:
     except UnicodeEncodeError:
         return None
     return entry
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password: log lines must not carry secrets."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:[redacted]@", url)
 
 
 def _participants(entries: list[bytes] | list[bytes | str]) -> list[dict[str, str]]:
@@ -131,7 +137,8 @@ class RedisBroker(Broker):
             url, max_connections=POOL_SIZE, timeout=2.0, socket_timeout=2.0, **options
         )
         self.redis = aioredis.Redis(connection_pool=self._pool)
-        self._pubsub_client = aioredis.Redis.from_url(pubsub_url or url, **options)
+        self._pubsub_url = pubsub_url or url
+        self._pubsub_client = aioredis.Redis.from_url(self._pubsub_url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
             for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "REAP", "KEEP")
@@ -156,6 +163,8 @@ class RedisBroker(Broker):
         self._closing = False
         self._closed = False
         self.connected = asyncio.Event()
+        self._ever_connected = False
+        self._start_failed = False
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -440,6 +449,10 @@ class RedisBroker(Broker):
                             self._confirmed[channel].set()
                         if channel == redis_scripts.node_control(self.node_id).encode():
                             attempt = 0
+                            if not self._ever_connected:
+                                self._ever_connected = True
+                                if self._start_failed:
+                                    log.info("redis reachable at %s", _safe_url(self._pubsub_url))
                             self.connected.set()
                             if resubscribed:
                                 self._hold_for_resync(resubscribed)
@@ -449,6 +462,15 @@ class RedisBroker(Broker):
             except (RedisError, OSError) as exc:
                 if self.connected.is_set():
                     log.warning("redis pub/sub lost (%s); reconnecting", exc.__class__.__name__)
+                elif not self._ever_connected and not self._start_failed:
+                    # One line at start, not one per retry: the operator learns it at once.
+                    self._start_failed = True
+                    log.warning(
+                        "redis unreachable at %s (%s: %s); retrying, /readyz answers 503 until it answers",
+                        _safe_url(self._pubsub_url),
+                        exc.__class__.__name__,
+                        str(exc)[:200],
+                    )
                 self.connected.clear()
                 self._pubsub = None
                 for event in self._confirmed.values():

@@ -71,7 +71,9 @@ class ReadyHandler(JsonHandler):
             self.set_status(503)
             self.finish({"status": "draining"})
             return
-        await self.state.ensure_started()
+        # Not awaited: a broker still connecting (Redis down at start) is "not ready" now, not
+        # in SUBSCRIBE_TIMEOUT seconds.
+        self.state.start_broker()
         if not await self.state.broker.healthy():
             self.set_status(503)
             self.finish({"status": "broker_unavailable"})

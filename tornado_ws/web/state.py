@@ -43,6 +43,11 @@ class AppState:
         """This node's connections (the broker's local fan-out)."""
         return self.broker.registry
 
+    def start_broker(self) -> None:
+        """Start connecting the broker (once) without waiting for it."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self.broker.start())
+
     async def ensure_started(self) -> None:
         """Connect the broker once, on the running loop (the first connection or API call does it)."""
         if self._started is None:
