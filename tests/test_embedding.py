@@ -213,3 +213,19 @@ async def test_viewer_receives_but_cannot_send(tornado_ws_connect: Any) -> None:
 
 def test_default_secret_is_long_enough_for_hs512() -> None:
     assert len(DEFAULT_SECRET) >= 64
+
+
+async def test_each_hub_serves_a_handler_bound_to_its_own_session_map(io_loop: Any) -> None:
+    """The handler's class-level session map is the real registry of the hub that serves it."""
+    from tornado_ws.web.handler import SessionHandler
+
+    first = HubServer(test_hub()).start()
+    second = HubServer(test_hub()).start()
+    try:
+        assert first.hub.handler_class.registry is first.hub.registry
+        assert second.hub.handler_class.registry is second.hub.registry is SessionHandler.registry
+        await first.connect("room", "alice")
+        assert (first.hub.registry.connection_count, second.hub.registry.connection_count) == (1, 0)
+    finally:
+        await first.stop()
+        await second.stop()

@@ -96,6 +96,8 @@ class Hub:
         self._sweeper: PeriodicCallback | None = None
         self._pinger: PeriodicCallback | None = None
         SessionHandler.registry = self.registry
+        #: This hub's WebSocket handler: SessionHandler bound to this hub's registry.
+        self.handler_class: type[SessionHandler] = type("SessionHandler", (SessionHandler,), {"registry": self.registry})
 
     # -- mounting ------------------------------------------------------------------
 
@@ -104,7 +106,7 @@ class Hub:
         prefix = prefix.rstrip("/")
         kwargs = {"state": self.state}
         rules: list[Any] = [
-            (r"/ws/(.*)", SessionHandler, kwargs),
+            (r"/ws/(.*)", self.handler_class, kwargs),
             (r"/healthz", HealthHandler),
             *api_routes(self.state),
         ]

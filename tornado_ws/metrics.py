@@ -1,4 +1,4 @@
-"""Prometheus metrics, one registry per app (so tests can build many apps).
+"""Prometheus metrics, one set of collectors per app (so tests can build many apps).
 
 Hot-path counts (bytes out, frames in, rate-limited frames) are plain ints
 bumped by the handlers and read at scrape time: a Prometheus counter takes a
@@ -22,9 +22,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    def __init__(self, core: Registry) -> None:
-        self.core = core
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, sessions: Registry) -> None:
+        self.sessions = sessions
+        #: Prometheus's registry of this app's collectors (not the session registry, ``self.sessions``).
+        self.collectors = CollectorRegistry(auto_describe=True)
         self.messages_in = 0
         self.api_messages_in = 0
         self.bytes_out = 0
@@ -34,18 +35,18 @@ class Metrics:
             "tornado_ws_handshakes_refused",
             "WebSocket connections refused, by reason",
             ["reason"],
-            registry=self.registry,
+            registry=self.collectors,
         )
         self.disconnects = Counter(
             "tornado_ws_disconnects",
             "WebSocket connections closed, by close code (1006: no close frame)",
             ["code"],
-            registry=self.registry,
+            registry=self.collectors,
         )
         self.fanout_seconds = PlainHistogram(
             (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
         )
-        self.registry.register(_LiveCollector(self))
+        self.collectors.register(_LiveCollector(self))
         self._disconnects_by_code: dict[str, Any] = {}
 
     def count_disconnect(self, code_label: str) -> None:
@@ -56,7 +57,7 @@ class Metrics:
         child.inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.collectors)
 
 
 class PlainHistogram:
@@ -90,7 +91,7 @@ class _LiveCollector(Collector):
         self.m = metrics
 
     def collect(self) -> Iterator[Metric]:
-        m, core = self.m, self.m.core
+        m, core = self.m, self.m.sessions
         yield GaugeMetricFamily("tornado_ws_connections_open", "Open WebSocket connections", core.connection_count)
         yield GaugeMetricFamily("tornado_ws_sessions_open", "Sessions with at least one member", len(core.sessions))
         messages_in = CounterMetricFamily(

@@ -89,14 +89,16 @@ class _Upgrade(WebSocketProtocol13):
 class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     """One WebSocket connection to one session."""
 
-    #: The registry of the most recent ``make_app()``; tests reset it between cases.
-    registry: ClassVar[Registry | None] = None
+    #: The class-level session map: the registry this handler's joins register in. Each Hub
+    #: serves its own subclass bound to its registry (``Hub.routes()``), so two hubs in one
+    #: process never share it; ``SessionHandler.registry`` itself is the most recent hub's, what a
+    #: single-hub embedder or a test reaches (``SessionHandler.registry.reset()``).
+    registry: ClassVar[Registry]
 
     connection: Connection
 
     def initialize(self, state: AppState) -> None:
         self.state = state
-        self.core = state.registry
         self.broker = state.broker
         self.config = state.config
 
@@ -123,9 +125,9 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         lingering = self.state.lingering
         # Sockets still closing after a refusal count too, and give way first: a flood of bad
         # handshakes must not hold the room a good client needs.
-        while lingering and self.core.connection_count + len(lingering) >= self.config.max_connections:
+        while lingering and self.registry.connection_count + len(lingering) >= self.config.max_connections:
             lingering.evict_oldest()
-        if self.core.connection_count >= self.config.max_connections:
+        if self.registry.connection_count >= self.config.max_connections:
             self.state.metrics.refused.labels("max_connections").inc()
             raise ApiError(503, "max_connections", "server is at its connection limit; try again later")
         await super().get(*args, **kwargs)
