@@ -12,11 +12,10 @@ import binascii
 import contextlib
 import dataclasses
 import hmac
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import jwt
 import jwt.utils
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
 from tornado_ws.config import SYMMETRIC_ALGORITHMS, Config, ConfigError
+from tornado_ws.core.protocol import STRICT_JSON
 
 #: Longest ``sub``/``org``/``name`` accepted; ids travel in every frame.
 MAX_CLAIM_LENGTH = 256
@@ -138,22 +138,6 @@ def _time_refusal(payload: Mapping[str, Any], now: float, leeway: float) -> str 
     return None
 
 
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        # json keeps the last duplicate, other parsers the first: {"org":"victim","org":"acme"}
-        # must not mean one org to the issuer and another to us.
-        raise ValueError("duplicate key in object")
-    return obj
-
-
-#: Strict JSON for token segments, like messages.parse_json: no duplicate keys, no NaN/Infinity.
-#: Built once: json.loads with options builds a decoder per call.
-_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
 class TokenVerifier:
@@ -248,7 +232,7 @@ class TokenVerifier:
             if not hmac.compare_digest(expected.rstrip(b"="), signature.encode("ascii")):
                 return None
             # The one parse of the payload, strict (duplicate keys, NaN); str skips encoding sniffing.
-            payload = _STRICT_JSON.decode(_b64url(body).decode("utf-8"))
+            payload = STRICT_JSON.decode(_b64url(body).decode("utf-8"))
         except (ValueError, RecursionError):  # JSON, base64, non-ASCII (UnicodeError is a ValueError)
             return None
         if not isinstance(payload, dict) or _time_refusal(payload, time.time(), self._leeway) is not None:
@@ -260,7 +244,7 @@ class TokenVerifier:
 
     def _plain_hmac_alg(self, head: str) -> str | None:
         """The algorithm of a header segment the fast path may take (see _fast_payload)."""
-        header = _STRICT_JSON.decode(_b64url(head).decode("utf-8"))
+        header = STRICT_JSON.decode(_b64url(head).decode("utf-8"))
         if not isinstance(header, dict) or not header.keys() <= _PLAIN_HEADER:
             return None
         alg = header.get("alg")
@@ -321,7 +305,7 @@ class TokenVerifier:
 
 def _strict_segment(segment: str) -> dict[str, Any]:
     """A header or payload segment decoded as PyJWT decodes it, then parsed as strict JSON."""
-    value = _STRICT_JSON.decode(jwt.utils.base64url_decode(segment).decode("utf-8"))
+    value = STRICT_JSON.decode(jwt.utils.base64url_decode(segment).decode("utf-8"))
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value

@@ -97,7 +97,9 @@ class Hub:
         self._pinger: PeriodicCallback | None = None
         SessionHandler.registry = self.registry
         #: This hub's WebSocket handler: SessionHandler bound to this hub's registry.
-        self.handler_class: type[SessionHandler] = type("SessionHandler", (SessionHandler,), {"registry": self.registry})
+        self.handler_class: type[SessionHandler] = type(
+            "SessionHandler", (SessionHandler,), {"registry": self.registry}
+        )
 
     # -- mounting ------------------------------------------------------------------
 

@@ -64,15 +64,21 @@ def _reject_constant(name: str) -> NoReturn:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        # Parsers disagree on which duplicate wins; refusing is the only safe reading.
+        # Parsers disagree on which duplicate wins ({"org":"victim","org":"acme"} must not mean
+        # one org to an issuer and another to us); refusing is the only safe reading.
         raise ValueError("duplicate key in object")
     return obj
+
+
+#: Strict JSON (no duplicate keys, no NaN/Infinity) for messages and token segments alike.
+#: Built once: json.loads with options builds a decoder on every call.
+STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
 def parse_json(text: str) -> Any:
     """Strict JSON: FrameError(bad_json) for anything we would refuse to forward."""
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        return STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
