@@ -25,7 +25,6 @@ import tornado.web
 
 import tornado_ws
 from tornado_ws.auth import AuthError, Claims
-from tornado_ws.core.protocol import valid_session_id
 
 #: (org, project) -> users allowed in its real-time session.
 MEMBERS: dict[tuple[str, str], set[str]] = {
@@ -77,7 +76,7 @@ class InvoicePaidHandler(tornado.web.RequestHandler):
             raise Refused(403, "forbidden", "requires role admin or service")
 
     async def post(self, project: str, invoice_id: str) -> None:
-        if not valid_session_id(project, self.hub.config.max_session_id_length):
+        if not tornado_ws.valid_session_id(project, self.hub.config.max_session_id_length):
             raise Refused(400, "invalid_session_id", "project ids are 1-128 characters of [A-Za-z0-9._~:-]")
         if not _INVOICE_ID.fullmatch(invoice_id):
             raise Refused(400, "invalid_invoice_id", "invoice ids are 1-64 characters of [A-Za-z0-9_-]")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tornado_ws.client import Backoff, Client, SessionClosed, connect
     from tornado_ws.config import Config, ConfigError
+    from tornado_ws.core.protocol import valid_session_id
     from tornado_ws.core.registry import Registry, SessionKey
     from tornado_ws.errors import CloseCode, ErrorCode
     from tornado_ws.hooks import Reject
@@ -33,6 +34,7 @@ __all__ = [
     "SessionKey",
     "connect",
     "make_app",
+    "valid_session_id",
 ]
 __version__ = "0.1.0"
 
@@ -50,6 +52,7 @@ _EXPORTS = {
     "Registry": ".core.registry",
     "Reject": ".hooks",
     "SessionKey": ".core.registry",
+    "valid_session_id": ".core.protocol",
 }
 
 
