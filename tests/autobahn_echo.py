@@ -16,11 +16,13 @@ and binary as binary. Not a test module: tests/transport/test_autobahn_echo.py r
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
 import tornado.web
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 import tornado_ws
 from tornado_ws import cli
@@ -28,6 +30,8 @@ from tornado_ws.core import frames
 from tornado_ws.logs import configure_logging
 from tornado_ws.web.connection import Connection
 from tornado_ws.web.handler import SessionHandler
+
+log = logging.getLogger("tornado_ws")
 
 PATH = "/ws/autobahn"
 #: The CLI requires a secret; no token is ever checked.
@@ -56,8 +60,11 @@ async def _serve_embedded(argv: list[str]) -> None:
     configure_logging(log_level, config.log_format)
     hub = tornado_ws.Hub(config)
     server = HTTPServer(tornado.web.Application(hub.routes()))
-    server.listen(config.port, config.host)
+    sockets = bind_sockets(config.port, config.host)
+    server.add_sockets(sockets)
     hub.start()
+    port = sockets[0].getsockname()[1]
+    log.info("tornado-ws listening on http://%s:%d/ (embedded in a Tornado HTTPServer)", config.host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
