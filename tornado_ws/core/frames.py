@@ -3,7 +3,10 @@
 :class:`FrameParser` turns the bytes a client sends into whole messages and
 control frames, enforcing what a server must (client frames masked, no
 reserved bits, control frames short and unfragmented, valid UTF-8 in text,
-valid close codes) and the message size limit. A violation raises
+valid close codes) and the message size limit. Invalid UTF-8 is refused as soon as
+the bytes so far cannot start a valid text, not when the message completes
+(Autobahn 6.4.*): a text message in several frames, or a text frame arriving in
+several reads, is decoded incrementally as it comes. A violation raises
 :class:`ProtocolError` carrying the close code to fail the connection with.
 :func:`encode` builds unmasked server frames.
 
@@ -13,6 +16,7 @@ so every rule here is unit-tested without a socket.
 
 from __future__ import annotations
 
+import codecs
 import struct
 
 from tornado_ws.errors import CloseCode
@@ -23,6 +27,7 @@ CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _DATA = (TEXT, BINARY)
 _CONTROL = (CLOSE, PING, PONG)
 _NO_MASK = b"\x00\x00\x00\x00"
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 #: Close codes a peer may send (RFC 6455 section 7.4, the IANA registry, and the private range).
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
@@ -105,9 +110,13 @@ class FrameParser:
 
     __slots__ = (
         "_buffer",
+        "_checked",
+        "_decoder",
         "_fragment_opcode",
         "_fragment_size",
         "_fragments",
+        "_partial",
+        "_text",
         "_wanted",
         "error",
         "max_message_size",
@@ -119,9 +128,17 @@ class FrameParser:
         self._buffer = bytearray()
         #: How many buffered bytes the partial frame needs before parsing it again is worth it.
         self._wanted = 0
-        self._fragments: list[bytes] | None = None
+        #: The opcode of the fragmented message in progress (0: none), its payload so far, as bytes
+        #: (binary) or as text decoded fragment by fragment, and its size.
         self._fragment_opcode = 0
+        self._fragments: list[bytes] = []
+        self._text: list[str] = []
+        self._decoder: codecs.IncrementalDecoder | None = None
         self._fragment_size = 0
+        #: A text frame not whole yet: its payload's offset in the buffer and its mask; and how
+        #: many of its payload bytes are decoded already.
+        self._partial: tuple[int, bytes] | None = None
+        self._checked = 0
         self.error: ProtocolError | None = None
 
     @property
@@ -134,6 +151,12 @@ class FrameParser:
         if buffer:
             buffer += data
             if len(buffer) < self._wanted:
+                partial = self._partial
+                if partial is not None:  # a text frame: its new bytes are decoded now
+                    try:
+                        self._check_partial(buffer, partial[0], partial[1], len(buffer))
+                    except ProtocolError as exc:
+                        self.error = exc
                 return []  # still partial: O(len(data)) per read, whatever the frame's size
             # Copied once per completed frame (plus what followed it in this read).
             data = bytes(buffer)
@@ -153,6 +176,7 @@ class FrameParser:
         n = len(data)
         pos = 0
         self._wanted = 2
+        self._partial = None
         while n - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
@@ -184,11 +208,11 @@ class FrameParser:
                 if length > 125 or not fin:
                     raise ProtocolError(_PROTOCOL, "control frames must be short and unfragmented")
             elif opcode == CONTINUATION:
-                if self._fragments is None:
+                if not self._fragment_opcode:
                     raise ProtocolError(_PROTOCOL, "continuation frame without a message")
             elif opcode not in _DATA:
                 raise ProtocolError(_PROTOCOL, "unknown opcode")
-            elif self._fragments is not None:
+            elif self._fragment_opcode:
                 raise ProtocolError(_PROTOCOL, "new message inside a fragmented one")
             if opcode < 8 and length + self._fragment_size > self.max_message_size:
                 # Refused from the header alone: the payload is never buffered.
@@ -196,28 +220,75 @@ class FrameParser:
             end = start + length
             if end > n:
                 self._wanted = end - pos
+                if opcode == TEXT or (opcode == CONTINUATION and self._fragment_opcode == TEXT):
+                    if n < start:
+                        self._wanted = start - pos  # come back with the mask, to decode as it arrives
+                    else:
+                        mask = data[start - 4 : start]
+                        self._check_partial(data, start, mask, n)
+                        self._partial = (start - pos, mask)
                 break
-            payload = unmask(data[start - 4 : start], data[start:end])
+            checked = self._checked
+            if checked:  # the frame that was partial: the start of its payload is decoded already
+                self._checked = 0
+                payload = unmask(_rotated(data[start - 4 : start], checked), data[start + checked : end])
+            else:
+                payload = unmask(data[start - 4 : start], data[start:end])
             pos = end
             if opcode >= 8:
                 events.append((opcode, payload))
-            elif fin and opcode:
-                events.append(_message(opcode, payload))
+            elif fin and opcode and not checked:
+                events.append(_message(opcode, payload))  # the common case: decoded once, here
             else:
-                self._fragment(opcode, payload, fin, events)
+                self._fragment(opcode, payload, fin, length, events)
         return pos
 
-    def _fragment(self, opcode: int, payload: bytes, fin: int, events: list[tuple[int, str | bytes]]) -> None:
-        if self._fragments is None:
-            self._fragments = []
+    def _check_partial(self, data: bytes | bytearray, start: int, mask: bytes, end: int) -> None:
+        """Decode the bytes up to ``end`` of the text frame whose payload begins at ``start``."""
+        checked = self._checked
+        if end > start + checked:
+            chunk = bytes(memoryview(data)[start + checked : end])
+            self._decode(unmask(_rotated(mask, checked), chunk), False)
+            self._checked = end - start
+
+    def _decode(self, payload: bytes, final: bool) -> None:
+        decoder = self._decoder
+        if decoder is None:
+            self._decoder = decoder = _Utf8Decoder()
+        try:
+            text = decoder.decode(payload, final)
+        except UnicodeDecodeError:
+            raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
+        if text:
+            self._text.append(text)
+
+    def _fragment(
+        self, opcode: int, payload: bytes, fin: int, length: int, events: list[tuple[int, str | bytes]]
+    ) -> None:
+        """A frame of a message in several frames (or of a text frame decoded as it arrived)."""
+        if opcode:
             self._fragment_opcode = opcode
-        self._fragments.append(payload)
-        self._fragment_size += len(payload)
+        self._fragment_size += length
+        if self._fragment_opcode == TEXT:
+            self._decode(payload, bool(fin))
+        else:
+            self._fragments.append(payload)
         if fin:
-            whole = b"".join(self._fragments)
-            self._fragments = None
+            if self._fragment_opcode == TEXT:
+                events.append((TEXT, "".join(self._text)))
+                self._text = []
+                self._decoder = None
+            else:
+                events.append((BINARY, b"".join(self._fragments)))
+                self._fragments = []
+            self._fragment_opcode = 0
             self._fragment_size = 0
-            events.append(_message(self._fragment_opcode, whole))
+
+
+def _rotated(mask: bytes, offset: int) -> bytes:
+    """The mask for a payload's bytes from ``offset`` on."""
+    k = offset & 3
+    return mask[k:] + mask[:k] if k else mask
 
 
 def _message(opcode: int, payload: bytes) -> tuple[int, str | bytes]:

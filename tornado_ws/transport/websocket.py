@@ -4,7 +4,8 @@ Tornado does the HTTP part (parsing, routing, the 101 response); after that a
 connection is this one small object instead of a ``WebSocketHandler`` with its
 request, ``HTTP1Connection``, ``IOStream`` and a reader Task. That is what keeps
 an idle connection to a few KiB and a broadcast to one ``send()`` per member
-(docs/performance.md). Framing rules live in :mod:`tornado_ws.core.frames`.
+(docs/performance.md). Framing rules live in :mod:`tornado_ws.core.frames`, the close
+handshake's rules in :mod:`tornado_ws.core.closing`; this module does their I/O.
 
 Subclasses implement :meth:`on_message`, :meth:`on_ping`, :meth:`on_pong`,
 :meth:`on_slow` and :meth:`on_closed`.
@@ -19,12 +20,12 @@ from collections.abc import Awaitable
 from typing import Any
 
 from tornado_ws.core import frames
+from tornado_ws.core.closing import CLOSED, CLOSING, DONE, OPEN, CloseHandshake
 
 log = logging.getLogger("tornado_ws")
 
-#: Connection states: our close frame not sent / sent, waiting for the peer's / handshake over
-#: (or the peer broke the protocol), the socket closes once our last bytes are out / closed.
-OPEN, CLOSING, DONE, CLOSED = 0, 1, 2, 3
+__all__ = ["CLOSED", "CLOSING", "DONE", "OPEN", "Lingering", "WebSocketConnection", "adopt_stream"]
+
 #: Seconds a peer gets to answer our close frame before the socket is dropped.
 CLOSE_TIMEOUT = 5.0
 #: The same for a connection refused at the handshake (bad token, say): it is nobody's member
@@ -119,6 +120,7 @@ class WebSocketConnection:
         "_close_timer",
         "_corked",
         "_fd",
+        "_handshake",
         "_held",
         "_held_writes",
         "_lingering",
@@ -130,10 +132,7 @@ class WebSocketConnection:
         "_reading",
         "_sock",
         "_unread",
-        "close_code",
         "last_seen",
-        "server_close_code",
-        "ws_state",
     )
 
     def __init__(
@@ -169,11 +168,7 @@ class WebSocketConnection:
         # start(), an unscheduled list: what open() writes waits there for start() to send.
         self._held_writes: bytes | list[bytes] | None = [] if head else None
         self._lingering: Lingering | None = None
-        self.ws_state = OPEN
-        #: The code of the close frame the peer sent (None: none, or it had no code).
-        self.close_code: int | None = None
-        #: The code of the close frame we sent first, if we did.
-        self.server_close_code: int | None = None
+        self._handshake = CloseHandshake()
         self.last_seen = self._loop.time()
         if registered:
             # The fd still has Tornado's reader on this loop: point it at a placeholder now
@@ -203,9 +198,24 @@ class WebSocketConnection:
     # -- state ---------------------------------------------------------------
 
     @property
+    def ws_state(self) -> int:
+        """OPEN, CLOSING, DONE or CLOSED (:mod:`tornado_ws.core.closing`)."""
+        return self._handshake.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the close frame the peer sent (None: none, or it had no code)."""
+        return self._handshake.close_code
+
+    @property
+    def server_close_code(self) -> int | None:
+        """The code of the close frame we sent first, if we did."""
+        return self._handshake.server_close_code
+
+    @property
     def closing(self) -> bool:
         """True once a close frame went out or the socket is gone: nothing more will be sent."""
-        return self.ws_state != OPEN
+        return self._handshake.state != OPEN
 
     @property
     def pending_bytes(self) -> int:
@@ -218,7 +228,7 @@ class WebSocketConnection:
 
     def start(self) -> None:
         """Send what was held back and start reading (after the join, so the first frames see a member)."""
-        if self.ws_state == CLOSED:
+        if self._handshake.state == CLOSED:
             return
         if self._corked:
             self._flush_held()  # the welcome, written during open(), joins the 101
@@ -228,13 +238,13 @@ class WebSocketConnection:
         if self._reading:  # the reader inherited at adoption: take it over in place
             self._loop.add_reader(self._fd, self._on_readable)
         unread, self._unread = self._unread, b""
-        if unread and self.ws_state != CLOSED:
+        if unread and self._handshake.state != CLOSED:
             self._receive(unread)
         if not self._held:
             self._resume_reading()
 
     def _resume_reading(self) -> None:
-        if not self._reading and self.ws_state != CLOSED:
+        if not self._reading and self._handshake.state != CLOSED:
             self._reading = True
             self._loop.add_reader(self._fd, self._on_readable)
 
@@ -253,21 +263,24 @@ class WebSocketConnection:
             return
         if not data:
             self._teardown()
-        elif self.ws_state != DONE:  # after the close handshake, input is discarded until EOF
+        elif not self._handshake.discards_input:
             self._receive(data)
 
     def _receive(self, data: bytes) -> None:
         self.last_seen = self._loop.time()
         parser = self._parser
         events = parser.feed(data)
+        if parser.error is not None:
+            self._handshake.protocol_error(parser.error)
         if events:
             self._dispatch(events, 0)
         if parser.error is not None and not self._held:
-            self._fail(parser.error)
+            self._fail()
 
     def _dispatch(self, events: list[tuple[int, str | bytes]], index: int) -> None:
+        handshake = self._handshake
         for i in range(index, len(events)):
-            state = self.ws_state
+            state = handshake.state
             if state >= DONE:
                 return
             opcode, payload = events[i]
@@ -306,37 +319,38 @@ class WebSocketConnection:
             if not done.cancelled() and done.exception() is not None:
                 log.error("message handler failed", exc_info=done.exception())
                 self.close(1011, "internal error")
-            if self.ws_state >= DONE:
+            if self._handshake.state >= DONE:
                 return
             self._dispatch(events, index)
             if self._held:
                 return  # held again by a later message
             if self._parser.error is not None:
-                self._fail(self._parser.error)
+                self._fail()
             else:
                 self._resume_reading()
 
         asyncio.ensure_future(result).add_done_callback(resume)
 
     def _on_close_frame(self, payload: bytes) -> None:
-        try:
-            code, _reason = frames.parse_close(payload)
-        except frames.ProtocolError as exc:
-            self._fail(exc)
-            return
-        self.close_code = code
-        if self.ws_state == OPEN:
-            self._flush_held()
-            # Echo the code, as Tornado and browsers do; then the server closes TCP first.
-            self._send(frames.close_frame(code))
-        self._finish_closing()
+        handshake = self._handshake
+        if handshake.accepts_data:
+            self._flush_held()  # what was written before the peer's close goes out before the reply
+        reply = handshake.receive_close(payload)
+        if reply is not None:
+            self._send(reply)
+        self._ended()
 
-    def _fail(self, error: frames.ProtocolError) -> None:
-        if self.ws_state >= DONE:
+    def _fail(self) -> None:
+        """Act on the parser's error, once the messages before it are handled."""
+        handshake = self._handshake
+        if handshake.state >= DONE:
             return
-        log.info("protocol error: %s; closing with %d", error.reason, error.code)
-        self.close(error.code, error.reason)
-        self._finish_closing()
+        if handshake.accepts_data:
+            self._flush_held()
+        reply = handshake.fail()
+        if reply is not None:
+            self._send(reply)
+        self._ended()
 
     # -- writing -------------------------------------------------------------
 
@@ -357,7 +371,7 @@ class WebSocketConnection:
         one publisher, or from several publishers of its session) costs one system call,
         which is most of the price of a delivery (docs/performance.md).
         """
-        if self.ws_state != OPEN:
+        if self._handshake.state != OPEN:
             return
         held = self._held_writes
         if held is not None:
@@ -379,7 +393,7 @@ class WebSocketConnection:
         held = self._held_writes
         if held is not None:
             self._held_writes = None
-            if self.ws_state != CLOSED:
+            if self._handshake.state != CLOSED:
                 self._send(held if isinstance(held, bytes) else b"".join(held))
 
     def _send(self, wire: bytes) -> None:
@@ -399,7 +413,7 @@ class WebSocketConnection:
             self._loop.add_writer(self._fd, self._on_writable)
         else:
             out += wire
-        if len(out) > self._out_limit and self.ws_state == OPEN and not self._corked:
+        if len(out) > self._out_limit and self._handshake.state == OPEN and not self._corked:
             self.on_slow()
 
     def _on_writable(self) -> None:
@@ -418,22 +432,23 @@ class WebSocketConnection:
             self._out = None
             self._loop.remove_writer(self._fd)
             pong, self._pending_pong = self._pending_pong, None
-            if pong is not None and self.ws_state == OPEN:
+            if pong is not None and self._handshake.state == OPEN:
                 self._send(frames.encode(frames.PONG, pong))
-            if self.ws_state == DONE:
-                self._finish_closing()
+            if self._handshake.state == DONE:
+                self._hang_up()
 
     # -- closing -------------------------------------------------------------
 
     def close(self, code: int = 1000, reason: str = "", *, timeout: float | None = None) -> None:
         """Send a close frame; the socket closes when the peer answers, or after ``timeout``
         (default :data:`CLOSE_TIMEOUT`)."""
-        if self.ws_state != OPEN:
-            return
+        handshake = self._handshake
+        if not handshake.accepts_data:
+            return  # a second close() is a no-op
         self._flush_held()
-        self.ws_state = CLOSING
-        self.server_close_code = code
-        self._send(frames.close_frame(code, reason))
+        wire = handshake.close(code, reason)
+        assert wire is not None
+        self._send(wire)
         self._close_timer = self._loop.call_later(CLOSE_TIMEOUT if timeout is None else timeout, self._teardown)
 
     def refuse(self, code: int, reason: str, lingering: Lingering) -> None:
@@ -442,21 +457,22 @@ class WebSocketConnection:
         self.close(code, reason, timeout=REFUSED_CLOSE_TIMEOUT)
         lingering.add(self)
 
-    def _finish_closing(self) -> None:
-        """The close handshake is over (or failed): close the socket once our last bytes are out."""
-        if self.ws_state < DONE:
-            self.ws_state = DONE
-            self.on_closed()  # the WebSocket is closed; only the socket's end is left
-        if self._out is None and self._parser.error is None:
+    def _ended(self) -> None:
+        """The close handshake is over (or failed): the WebSocket is closed, only the socket's end is left."""
+        self.on_closed()
+        self._hang_up()
+
+    def _hang_up(self) -> None:
+        """Close the socket, or half-close it (``CloseHandshake.half_close``), once our last bytes are out."""
+        half_close = self._handshake.half_close
+        if self._out is None and not half_close:
             self._teardown()
             return
         if self._close_timer is None:
             self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._teardown)
         if self._out is not None:
             return  # _on_writable comes back here when the bytes are out
-        # The peer broke the protocol and may still be sending: closing now with its bytes
-        # unread would reset the connection and could destroy our close frame on its side.
-        # Half-close instead, discard what it sends, and close on its EOF (or the timer).
+        # Discard what the peer still sends, and close on its EOF (or the timer).
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -469,10 +485,10 @@ class WebSocketConnection:
         self._teardown()
 
     def _teardown(self) -> None:
-        state = self.ws_state
-        if state == CLOSED:
+        handshake = self._handshake
+        if handshake.state == CLOSED:
             return
-        self.ws_state = CLOSED
+        tell = handshake.lost()
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -484,5 +500,5 @@ class WebSocketConnection:
         if self._lingering is not None:
             self._lingering.discard(self)
             self._lingering = None
-        if state < DONE:
+        if tell:
             self.on_closed()
