@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from tornado.ioloop import IOLoop
 
+from tests.canary import Canary
 from tests.conftest import Clients, make_token, test_config, wait_for
 from tests.faultproxy import FaultProxy
 from tests.hostile import HostileServer, Reply, welcome
-from tests.test_security import Canary
 from tornado_ws.client import Backoff, Client, SessionClosed, connect
 from tornado_ws.config import Config
 from tornado_ws.core.registry import Registry

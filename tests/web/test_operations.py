@@ -11,26 +11,10 @@ import pytest
 import websockets
 from tornado.httpclient import HTTPClientError
 
-from tests.conftest import Clients, make_token, test_config, wait_for
+from tests.conftest import Clients, call, make_token, test_config, wait_for
 from tornado_ws.config import Config
 from tornado_ws.core.registry import Registry, SessionKey
 from tornado_ws.web.state import AppState
-
-
-async def call(
-    http: Any, method: str, path: str, token: str | None = None, body: Any = None, raw: bytes | None = None
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    if method == "POST" and payload is None:
-        payload = b""
-    try:
-        response = await http.fetch(path, method=method, headers=headers, body=payload)
-    except HTTPClientError as exc:
-        assert exc.response is not None
-        response = exc.response
-    assert response.headers["Content-Type"].startswith("application/json"), response.body[:200]
-    return response.code, json.loads(response.body)
 
 
 def service(org: str = "acme", sub: str = "billing") -> str:
