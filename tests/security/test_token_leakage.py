@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from tests.canary import Canary
-from tests.conftest import SECRET, Clients, ServerProcess, http_get, make_token, wait_for
+from tests.conftest import SECRET, Clients, ServerProcess, http_get, make_token
 from tests.rawws import http_answer, raw_upgrade, ws_frame
 from tornado_ws.errors import CloseCode
 
@@ -115,13 +115,16 @@ async def test_cli_output_never_contains_a_token_whatever_the_attacker_puts_wher
 
 async def test_clients_cannot_choose_metric_label_values(clients: Clients, port: int, app: Any) -> None:
     canary = await Canary.open(clients)
+    watcher, _ = await clients.join("standup", "watcher")
     async with canary.throughout():
         for code in range(3000, 3040):
             client, _ = await clients.join("standup", f"labeller-{code}")
             await client.ws.close(code=code)
         _, writer, _ = await raw_upgrade(port, "standup", make_token("raw-labeller"))
         writer.write(ws_frame(0x8, struct.pack("!H", 64999)))  # not even a legal close code
-        await wait_for(lambda: app.settings["registry"].user_connections("acme", "raw-labeller") == 0)
+        # Its user_left goes out after its disconnect was counted.
+        while (await watcher.recv_type("user_left"))["user_id"] != "raw-labeller":
+            pass
         writer.close()
     text = app.settings["state"].metrics.render().decode()
     codes = set(re.findall(r'tornado_ws_disconnects_total\{code="([^"]*)"\}', text))

@@ -68,7 +68,7 @@ class TestConnectionsPerOrg:
             _, welcome = await clients.join("s0", "eve", "initech")  # other orgs still connect
             assert welcome["participant_count"] == 1
             await tabs[0].close()
-            await wait_for(lambda: registry.org_connections("acme") == 2)
+            await wait_for(lambda: registry.org_connections("acme") == 2)  # a poll: tab 0 was alone in s0
             _, welcome = await clients.join("s0", "u9")
             assert welcome["participants"] == [{"user_id": "u9"}]
         assert registry.org_connections("acme") == 3

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from tornado.httpclient import HTTPClientError
 
-from tests.conftest import Clients, call, make_token, test_config, wait_for
+from tests.conftest import Clients, call, make_token, test_config
 from tornado_ws.config import Config
 from tornado_ws.core.registry import Registry, SessionKey
 from tornado_ws.web.state import AppState
@@ -318,7 +318,7 @@ async def test_metrics_count_what_happened_and_never_show_tokens(
     refused = await clients.connect("room", bad_token)
     await refused.closed_with()
     await bob.close()
-    await wait_for(lambda: app.settings["registry"].connection_count == 1)
+    await alice.recv_type("user_left")  # sent once bob's disconnect was counted and he left
     response = await http_server_client.fetch("/metrics")
     text = response.body.decode()
     assert response.headers["Content-Type"].startswith("text/plain")
