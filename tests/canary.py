@@ -90,3 +90,11 @@ async def intruder_is_refused(clients: Clients, token: str, session: str = "stan
     """Connect with ``token`` and wait for the server's close: (code, reason)."""
     intruder = await clients.connect(session, token)
     return await intruder.closed_with()
+
+
+async def attacker_and_witness(clients: Clients, session: str = "standup") -> tuple[Client, Client]:
+    """mallory (the attacker) and bob (a bystander) in ``session``, past their joins' presence frames."""
+    mallory, _ = await clients.join(session, "mallory")
+    bob, _ = await clients.join(session, "bob")
+    await mallory.recv_type("user_joined")
+    return mallory, bob

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.canary import Canary
+from tests.canary import Canary, attacker_and_witness
 from tests.conftest import QUIET_PINGS, Clients, make_token, test_config
 from tests.rawws import PROTOCOL_VIOLATIONS, close_writers, cut_how, raw_upgrade, read_frame, text_frame, ws_frame
 from tornado_ws.config import Config
@@ -37,9 +37,7 @@ class TestOversizedFrames:
     )
     async def test_frame_over_max_message_size_closes_1009(self, clients: Clients, raw: str | bytes) -> None:
         canary = await Canary.open(clients)
-        mallory, _ = await clients.join("standup", "mallory")
-        bob, _ = await clients.join("standup", "bob")
-        await mallory.recv_type("user_joined")
+        mallory, bob = await attacker_and_witness(clients)
         async with canary.throughout():
             await mallory.send(raw)
             assert (await mallory.closed_with())[0] == 1009
@@ -48,9 +46,7 @@ class TestOversizedFrames:
     async def test_fragmented_message_that_never_ends_closes_1009(self, clients: Clients) -> None:
         """FIN=0 then continuation frames forever: Tornado counts the fragments' total against the limit."""
         canary = await Canary.open(clients)
-        mallory, _ = await clients.join("standup", "mallory")
-        bob, _ = await clients.join("standup", "bob")
-        await mallory.recv_type("user_joined")
+        mallory, bob = await attacker_and_witness(clients)
         fragments_sent = 0
 
         async def endless() -> AsyncIterator[str]:

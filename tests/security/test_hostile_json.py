@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.canary import Canary
+from tests.canary import Canary, attacker_and_witness
 from tests.conftest import QUIET_PINGS, Clients, test_config
 from tornado_ws.config import Config
 
@@ -66,9 +66,7 @@ class TestHostileJson:
     async def test_hostile_frame_gets_its_answer_and_the_connection_stays(self, clients: Clients, attack: str) -> None:
         raw, expected = HOSTILE_FRAMES[attack]
         canary = await Canary.open(clients)
-        mallory, _ = await clients.join("standup", "mallory")
-        bob, _ = await clients.join("standup", "bob")
-        await mallory.recv_type("user_joined")
+        mallory, bob = await attacker_and_witness(clients)
         async with canary.throughout():
             await mallory.send(raw)
             answer = await mallory.recv()

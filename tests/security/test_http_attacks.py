@@ -176,44 +176,37 @@ async def test_non_http_bytes_and_oversized_heads_are_refused(serve: Callable[..
         writer.close()
 
 
-async def test_huge_request_body_is_refused_before_it_is_buffered(serve: Callable[..., Served]) -> None:
-    served = serve()
+async def answer_to(served: Served, request: bytes, timeout: float) -> bytes | None:
+    """Send ``request`` while the canary talks: what the server answers before it closes, or None
+    when it still holds the connection ``timeout`` seconds later."""
     canary = await Canary.open(served.clients)
     reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
     try:
         async with canary.throughout():
-            writer.write(
-                b"POST /api/sessions/standup/messages HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
-            )
+            writer.write(request)
             await writer.drain()
-            # A bounded server refuses at once (Content-Length too long): 413 or a close, within 1 s.
             try:
-                answer = await http_answer(reader, timeout=1)
+                return await http_answer(reader, timeout)
             except TimeoutError:
-                answer = None
-        assert answer is not None, "the server is waiting to buffer a 50 MB body"
+                return None
     finally:
         writer.close()
+
+
+async def test_huge_request_body_is_refused_before_it_is_buffered(serve: Callable[..., Served]) -> None:
+    # A bounded server refuses at once (Content-Length too long): 413 or a close, within 1 s.
+    head = (
+        b"POST /api/sessions/standup/messages HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
+    )
+    answer = await answer_to(serve(), head, timeout=1)
+    assert answer is not None, "the server is waiting to buffer a 50 MB body"
 
 
 async def test_body_that_never_finishes_is_cut(serve: Callable[..., Served]) -> None:
-    served = serve(header_timeout=0.3)
-    canary = await Canary.open(served.clients)
-    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
-    try:
-        async with canary.throughout():
-            writer.write(
-                b'POST /api/sessions/standup/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"data":'
-            )
-            await writer.drain()
-            try:
-                answer = await http_answer(reader, timeout=1.5)
-            except TimeoutError:
-                answer = None
-        assert answer is not None, "the half-sent body still holds the connection 1.5 s later (timeout: 0.3 s)"
-    finally:
-        writer.close()
+    request = b'POST /api/sessions/standup/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"data":'
+    answer = await answer_to(serve(header_timeout=0.3), request, timeout=1.5)
+    assert answer is not None, "the half-sent body still holds the connection 1.5 s later (timeout: 0.3 s)"
 
 
 async def test_half_open_connections_at_the_fd_limit_do_not_lock_others_out(io_loop: Any) -> None:
