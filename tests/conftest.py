@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import jwt
 import pytest
 import tornado.web
 import websockets
+from tornado.httpclient import HTTPClientError
 from tornado.ioloop import IOLoop
 from websockets.asyncio.client import ClientConnection
 
@@ -98,6 +103,10 @@ def test_config(**overrides: Any) -> Config:
 
 
 test_config.__test__ = False  # type: ignore[attr-defined]
+
+#: Raw-socket attackers never answer pings: keep the server's ping timeout out of their way
+#: unless a test is about it.
+QUIET_PINGS: dict[str, Any] = {"ping_interval": 60, "ping_timeout": 30}
 
 
 @pytest.fixture
@@ -253,6 +262,58 @@ async def wait_for(predicate: Any, timeout: float = TIMEOUT) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.fixture
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Whatever the test throws at the server, no handler crashes: no ERROR record may appear.
+
+    Modules ask for it with ``pytestmark = pytest.mark.usefixtures("no_errors_logged")``;
+    tests/security/conftest.py applies it to the whole attack catalogue."""
+    caplog.set_level(logging.INFO)
+    yield
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, "errors logged: " + "; ".join(f"{r.name}: {r.getMessage()[:200]}" for r in errors)
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Let this process hold ``wanted`` descriptors (tests that open hundreds of sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= wanted, "cannot raise the fd limit for this test"
+
+
+# -- plain HTTP ---------------------------------------------------------------------
+
+
+def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """A blocking GET (run it with ``asyncio.to_thread`` against an in-process server): (status, body)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+async def call(
+    http: Any, method: str, path: str, token: str | None = None, body: Any = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    """One HTTP API request through pytest-tornasync's ``http_server_client``: (status, JSON answer)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if method == "POST" and payload is None:
+        payload = b""
+    try:
+        response = await http.fetch(path, method=method, headers=headers, body=payload)
+    except HTTPClientError as exc:
+        assert exc.response is not None
+        response = exc.response
+    assert response.headers["Content-Type"].startswith("application/json"), response.body[:200]
+    return response.code, json.loads(response.body)
+
+
 # -- the CLI as a subprocess ----------------------------------------------------
 
 _LISTENING = re.compile(rb"listening on http://[^:]+:(\d+)/")
@@ -262,13 +323,23 @@ class ServerProcess:
     """``python -m tornado_ws ...`` as users start it; stderr is captured for log checks."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, *, python: str = sys.executable, cwd: Path = ROOT
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        python: str = sys.executable,
+        cwd: Path = ROOT,
+        fd_limit: int | None = None,
     ) -> None:
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tornado-ws-{os.getpid()}-{id(self)}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         full_env = {**os.environ, **(env or {})}
+        command = [python, "-m", "tornado_ws", "--port", "0", *args]
+        if fd_limit is not None:
+            # The server's own descriptor limit, set the way a shell's `ulimit -n` sets it.
+            command = ["/bin/sh", "-c", f'ulimit -n {fd_limit} && exec "$0" "$@"', *command]
         self.proc = subprocess.Popen(
-            [python, "-m", "tornado_ws", "--port", "0", *args],
+            command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,

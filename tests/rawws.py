@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -122,3 +123,29 @@ async def read_frame(reader: asyncio.StreamReader, timeout: float = TIMEOUT) -> 
         return first & 0x0F, await reader.readexactly(n)
 
     return await asyncio.wait_for(read(), timeout)
+
+
+async def cut_how(reader: asyncio.StreamReader, timeout: float = TIMEOUT) -> str:
+    """Read until the server ends the connection: ``close <code>`` (a close frame) or ``eof`` (dropped)."""
+    try:
+        while True:
+            opcode, payload = await read_frame(reader, timeout)
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                return f"close {code}"
+    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+        return "eof"
+
+
+async def http_answer(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """Everything the server sends before it closes (b"" when it closes without a word)."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def close_writers(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.close()

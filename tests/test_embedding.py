@@ -152,10 +152,12 @@ class TestOnMessage:
 
 class TestObservers:
     events: list[tuple[str, str, str]]
+    left: asyncio.Event
 
     @pytest.fixture
     def tornado_ws_hub(self) -> tornado_ws.Hub:
         events = self.events = []
+        left = self.left = asyncio.Event()
 
         def on_join(claims: Claims, session_id: str) -> None:
             events.append(("join", claims.user_id, session_id))
@@ -164,6 +166,7 @@ class TestObservers:
 
         async def on_leave(claims: Claims, session_id: str) -> None:
             events.append(("leave", claims.user_id, session_id))
+            left.set()
             raise RuntimeError("hook bug")
 
         return test_hub(on_join=on_join, on_leave=on_leave)
@@ -176,10 +179,7 @@ class TestObservers:
         await grumpy.send("still alive")
         assert (await next_message(grumpy))["data"] == "still alive"
         await grumpy.close()
-        for _ in range(200):
-            if ("leave", "grumpy", "room") in self.events:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(self.left.wait(), 5)
         assert self.events == [("join", "grumpy", "room"), ("leave", "grumpy", "room")]
         assert "on_join hook failed" in caplog.text and "on_leave hook failed" in caplog.text
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -15,6 +14,8 @@ import tornado.web
 from tests.conftest import ROOT
 from tornado_ws.client import Client, SessionClosed, connect
 from tornado_ws.testing import DEFAULT_SECRET, TEST_BACKOFF, make_token
+
+pytestmark = pytest.mark.usefixtures("no_errors_logged")
 
 
 def load_example() -> ModuleType:
@@ -30,14 +31,6 @@ def app() -> Iterator[tornado.web.Application]:
     application: tornado.web.Application = load_example().make_app(DEFAULT_SECRET)
     yield application
     application.settings["hub"].stop()
-
-
-@pytest.fixture(autouse=True)
-def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.INFO)
-    yield
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, "errors logged: " + "; ".join(r.getMessage()[:200] for r in errors)
 
 
 async def paid(client: Any, path: str, token: str | None = None) -> tuple[int, Any]:

@@ -234,7 +234,6 @@ def test_parser_gives_the_known_answer_and_never_anything_else(doc: Doc) -> None
     try:
         frame = parse_client_frame(doc.text)
     except FrameError as exc:
-        assert exc.code in set(ErrorCode)
         assert str(exc.code) == doc.expected, (exc.code, exc.message)
         assert 0 < len(exc.message) <= 200 and MARKER not in exc.message
         answer = json.loads(error_frame(exc.code, exc.message).text)  # what the handler sends back
@@ -263,7 +262,7 @@ def test_arbitrary_text_never_raises_anything_but_frame_error(raw: str) -> None:
     try:
         parse_client_frame(raw)
     except FrameError as exc:
-        assert exc.code in set(ErrorCode) and exc.message
+        assert 0 < len(exc.message) <= 200
 
 
 # -- 2. and 3. through a real socket ------------------------------------------------------------------

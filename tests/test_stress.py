@@ -6,7 +6,6 @@ import asyncio
 import gc
 import json
 import resource
-import time
 
 import websockets
 
@@ -55,16 +54,15 @@ async def test_connect_disconnect_churn_with_publishing_leaks_nothing(
             await asyncio.sleep(0.002)
         return sent
 
-    started = time.monotonic()
     publishing = asyncio.ensure_future(publish())
     await asyncio.wait_for(asyncio.gather(*(churn(w) for w in range(WORKERS))), 60)
     done.set()
     sent = await publishing
-    elapsed = time.monotonic() - started
-    assert sent > 0 and elapsed < 60
+    assert sent > 0
 
     # Every watcher's presence view, rebuilt from its events alone, ends where the registry is: just itself.
     await publisher.close()
+    # A poll: the churners' closes are seen only by members who may have left already.
     await wait_for(lambda: registry.connection_count == SESSIONS, timeout=10)
     for i, watcher in enumerate(watchers):
         count = 2 if i == 0 else 1
@@ -77,7 +75,7 @@ async def test_connect_disconnect_churn_with_publishing_leaks_nothing(
 
     for watcher in watchers:
         await watcher.close()
-    await wait_for(lambda: not registry.sessions, timeout=10)
+    await wait_for(lambda: not registry.sessions, timeout=10)  # a poll: the last members, no user_left to await
     assert registry.connection_count == 0
     assert live_connections() <= baseline_connections - SESSIONS - 1
     assert rss_kib() - baseline_rss < 40_000, "process memory did not return near its start"

@@ -1,7 +1,7 @@
 """Caps and bans hold across two nodes over one real Redis, through real sockets.
 
-Each attack runs in the canary pattern of test_security.py: a canary session of another
-org keeps talking across the two nodes, and no ERROR may be logged.
+Each attack runs in the canary pattern of the attack catalogue (tests/security/, tests/canary.py):
+a canary session of another org keeps talking across the two nodes, and no ERROR may be logged.
 """
 
 from __future__ import annotations
@@ -17,32 +17,25 @@ import websockets
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
+from tests.brokers.redis_server import GARBAGE, RedisServer
+from tests.canary import Canary
 from tests.conftest import SECRET, Client, Clients, make_token
-from tests.redis_server import RedisServer, require_redis_server
-from tests.test_broker_contract import GARBAGE, flush
-from tests.test_hostile_claims import HOSTILE_TEXT, hostile_token
-from tests.test_security import Canary, no_errors_logged  # noqa: F401 - an autouse fixture
+from tests.tokens import HOSTILE_TEXT, hostile_token
 from tornado_ws.brokers.redis_scripts import SessionKeys
 from tornado_ws.core.registry import SessionKey
 from tornado_ws.testing import HubServer, test_hub
 
+pytestmark = pytest.mark.usefixtures("no_errors_logged")
+
 ADMIN = make_token("ops", roles=["admin"])
 SERVICE = make_token("billing", roles=["service"])
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    require_redis_server()
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
 
 
 class Cluster:
     """Two nodes in this process, each with its own RedisBroker and these settings."""
 
     def __init__(self, redis: RedisServer, **settings: Any) -> None:
-        flush(redis)
+        redis.flush()
         hubs = [test_hub(jwt_secret=SECRET, broker=redis.url, ping_interval=60, ping_timeout=30, **settings)]
         hubs.append(test_hub(jwt_secret=SECRET, broker=redis.url, ping_interval=60, ping_timeout=30, **settings))
         self.nodes = [HubServer(hub).start() for hub in hubs]

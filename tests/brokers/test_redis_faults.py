@@ -10,7 +10,6 @@ close 1012, after which a resume says ``recovered: false``: never a silent jump.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +19,9 @@ import redis.asyncio as aioredis
 import websockets
 from tornado.ioloop import IOLoop
 
+from tests.brokers.redis_server import RedisServer, require_redis_server
 from tests.conftest import SECRET, Client, make_token
 from tests.faultproxy import FaultProxy
-from tests.redis_server import RedisServer, require_redis_server
 from tornado_ws.brokers import redis_scripts
 from tornado_ws.brokers.redis import RedisBroker
 from tornado_ws.brokers.redis_scripts import SessionKeys
@@ -31,17 +30,11 @@ from tornado_ws.core.registry import Registry, SessionKey
 from tornado_ws.core.stream import new_epoch
 from tornado_ws.testing import HubServer, test_hub
 
+# Losing Redis is an expected fault: warnings at most, never an ERROR or a traceback.
+pytestmark = pytest.mark.usefixtures("no_errors_logged")
+
 ROOM = SessionKey("acme", "room")
 RESTARTED = (1012, "session stream restarted")
-
-
-@pytest.fixture(autouse=True)
-def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Losing Redis is an expected fault: warnings at most, never an ERROR or a traceback."""
-    caplog.set_level(logging.INFO)
-    yield
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, "errors logged: " + "; ".join(f"{r.name}: {r.getMessage()[:200]}" for r in errors)
 
 
 @pytest.fixture

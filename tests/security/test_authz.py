@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from tests.conftest import Clients, make_token
-from tests.test_operations import call
-from tests.test_security import Canary, no_errors_logged  # noqa: F401 - the autouse fixture
+from tests.canary import Canary
+from tests.conftest import Clients, call, make_token
 from tornado_ws.auth import Claims
 from tornado_ws.testing import HubServer, test_hub
 

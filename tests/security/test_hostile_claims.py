@@ -5,7 +5,7 @@ holding a lone UTF-16 surrogate (a JavaScript issuer cutting a display name mid-
 CR/LF that would forge a log line, ``exp`` as a string or as 10**400, a key given twice.
 Each is refused with close 1008 (WebSocket) or 401 (HTTP API) and a fixed reason, on the
 HMAC fast path and on PyJWT's path alike, while a canary session keeps talking; no
-ERROR is logged (the autouse fixture of test_security).
+ERROR is logged (the autouse fixture of tests/security/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,25 +26,14 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import SECRET, Clients, ServerProcess, make_token, test_config
-from tests.test_security import QUIET_PINGS, Canary, no_errors_logged  # noqa: F401 - the autouse fixture
+from tests.canary import Canary
+from tests.conftest import QUIET_PINGS, SECRET, Clients, ServerProcess, http_get, make_token, test_config
+from tests.tokens import HOSTILE_TEXT, hostile_token
 from tornado_ws.config import Config
 from tornado_ws.core.registry import Registry
 
-#: Values no claim that reaches a frame or a log line may hold.
-HOSTILE_TEXT = {
-    "lone-surrogate": "Ann \ud83d",
-    "crlf": "mallory\r\n2030-01-01 00:00:00,000 INFO tornado_ws connect session=board org=acme user=ceo",
-    "nel": "mallory\x85",
-    "line-separator": "mallory\u2028",
-}
 CLAIMS = ("sub", "org", "name", "roles", "sessions")
 AUDIENCE = "hub"
-
-
-@pytest.fixture
-def config() -> Config:
-    return test_config(**QUIET_PINGS)
 
 
 def b64(data: bytes) -> str:
@@ -58,13 +47,6 @@ def signed_text(payload: str, secret: str = SECRET) -> str:
     """An HS256 token of exactly this payload text (for what json.dumps will not write)."""
     signing_input = f"{HS256_HEADER}.{b64(payload.encode())}"
     return f"{signing_input}.{b64(hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest())}"
-
-
-def hostile_token(claim: str, value: str, **extra: Any) -> str:
-    """mallory@acme's token with ``value`` in ``claim`` (as a list entry for roles and sessions)."""
-    claims: dict[str, Any] = {"sub": "mallory", "org": "acme", **extra}
-    claims[claim] = ["reader", value] if claim in ("roles", "sessions") else value
-    return make_token(**claims)
 
 
 def payload_text(member: str, *, audience: bool = False) -> str:
@@ -188,14 +170,6 @@ FORGED = "2030-01-01 00:00:00,000 INFO tornado_ws connect session=board org=acme
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ ")
 
 
-def http_get(port: int, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def raw_request(port: int, request_line: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -229,7 +203,7 @@ def test_no_client_value_forges_a_text_log_line() -> None:
         for field, value in (("user", f"mallory%0d%0a{forged}"), ("name", f"M%0a{forged}"), ("org", "a%e2%80%a8b")):
             query = f"user=mallory&{field}={value}" if field != "user" else f"user={value}"
             code, body = http_get(demo.port, f"/demo/token?{query}")
-            assert (code, body["error"]["code"]) == (400, "bad_request"), field
+            assert (code, json.loads(body)["error"]["code"]) == (400, "bad_request"), field
     finally:
         _audit(demo)
     # Tokens an issuer signed with such claims, and a path Tornado takes with a NEL in it.

@@ -1,7 +1,7 @@
 """Admission through real sockets (memory broker): the per-org connection cap and bans by kick.
 
-Attacks in the canary pattern of test_security.py: while they run, a canary session of
-another org keeps talking, and no ERROR may be logged.
+Attacks in the canary pattern of the attack catalogue (tests/security/, tests/canary.py): while
+they run, a canary session of another org keeps talking, and no ERROR may be logged.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import SECRET, Client, Clients, make_token, test_config, wait_for
-from tests.test_security import QUIET_PINGS, Canary, no_errors_logged  # noqa: F401 - an autouse fixture
+from tests.canary import Canary
+from tests.conftest import QUIET_PINGS, SECRET, Client, Clients, make_token, test_config, wait_for
 from tornado_ws.brokers.base import MAX_BAN_SECONDS
 from tornado_ws.cli import config_from_args
 from tornado_ws.config import Config, ConfigError
 from tornado_ws.core.registry import Registry
 from tornado_ws.testing import test_hub
+
+pytestmark = pytest.mark.usefixtures("no_errors_logged")
 
 ADMIN = {"Authorization": f"Bearer {make_token('ops', roles=['admin'])}"}
 
@@ -66,7 +68,7 @@ class TestConnectionsPerOrg:
             _, welcome = await clients.join("s0", "eve", "initech")  # other orgs still connect
             assert welcome["participant_count"] == 1
             await tabs[0].close()
-            await wait_for(lambda: registry.org_connections("acme") == 2)
+            await wait_for(lambda: registry.org_connections("acme") == 2)  # a poll: tab 0 was alone in s0
             _, welcome = await clients.join("s0", "u9")
             assert welcome["participants"] == [{"user_id": "u9"}]
         assert registry.org_connections("acme") == 3

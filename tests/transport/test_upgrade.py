@@ -124,7 +124,7 @@ async def silent_connection(server: GuardedHTTPServer, port: int) -> tuple[async
     """A connection the server has accepted and is waiting on for its first bytes."""
     waiting = len(server._waiting)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    await wait_for(lambda: len(server._waiting) > waiting)
+    await wait_for(lambda: len(server._waiting) > waiting)  # a poll: accepting it tells the client nothing
     return reader, writer
 
 
@@ -164,7 +164,7 @@ async def test_closed_connections_leave_nothing_for_the_cyclic_collector(clients
             client, _ = await clients.join("room", f"user{n}")
             await client.publish(n)
             await client.close()
-            await wait_for(lambda: registry.connection_count == 0)
+            await wait_for(lambda: registry.connection_count == 0)  # a poll: it was alone, no user_left to await
         gc.collect()
         assert not {type(o).__name__ for o in gc.garbage} & server_types
     finally:
@@ -226,7 +226,8 @@ async def test_a_head_sent_in_pieces_is_left_to_tornado_and_still_upgrades(
     try:
         request = upgrade_request(port, f"/ws/room?token={make_token('alice')}")
         writer.write(request[:20])
-        await wait_for(lambda: len(http_server._connections) == 1)  # Tornado's HTTP/1 connection has it
+        # A poll: nothing on the wire says Tornado's HTTP/1 connection has taken it over.
+        await wait_for(lambda: len(http_server._connections) == 1)
         writer.write(request[20:])
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101 ")
@@ -255,7 +256,7 @@ async def test_a_client_gone_before_its_first_byte_leaves_nothing_behind(
 ) -> None:
     _, writer = await silent_connection(http_server, port)
     writer.close()
-    await wait_for(lambda: not http_server._waiting and not http_server._order)
+    await wait_for(lambda: not http_server._waiting and not http_server._order)  # a poll: no event for the forget
 
 
 async def test_silent_connections_beyond_the_cap_are_evicted_oldest_first(
@@ -384,7 +385,7 @@ async def test_bytes_that_arrive_before_a_slow_handler_answers_wait(
         await writer.drain()
         # A level-triggered reader that nobody empties would fire on every loop pass: the
         # placeholder stops watching instead, and the bytes wait in the socket.
-        await wait_for(lambda: not server._waiting and not upgrade_connection_readers())
+        await wait_for(lambda: not server._waiting and not upgrade_connection_readers())  # a poll: no event for it
         gate.set()
         head, body = await read_response(reader)
         assert head.startswith(b"HTTP/1.1 200 ") and body == b"opened"
@@ -412,10 +413,10 @@ async def test_a_client_that_resets_while_the_handler_waits_costs_nothing(
     server, port, gate = gated_server
     caplog.set_level(logging.DEBUG)
     _, writer = await ask_the_gated_handler(server, port)
-    await wait_for(lambda: not server._waiting)
+    await wait_for(lambda: not server._waiting)  # a poll: handing it to the gated handler sends nothing
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()  # a reset, not a FIN
-    await wait_for(lambda: not upgrade_connection_readers())
+    await wait_for(lambda: not upgrade_connection_readers())  # a poll: the reset is seen only by the loop
     gate.set()
     await asyncio.wait_for(_Gated.answered.wait(), 5)  # its answer went nowhere, quietly
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 from tornado.ioloop import IOLoop
 
+from tests.brokers.redis_server import GARBAGE, RedisServer
 from tests.recording import RecordingPeer
-from tests.redis_server import RedisServer, require_redis_server
 from tornado_ws.brokers.base import Broker, JoinRefused, SessionLimit
 from tornado_ws.brokers.memory import MemoryBroker
 from tornado_ws.brokers.redis import RedisBroker
@@ -26,20 +25,6 @@ from tornado_ws.core.registry import Membership, Registry, SessionKey
 
 ROOM = SessionKey("acme", "room")
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    require_redis_server()
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
-def flush(server: RedisServer) -> None:
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(b"FLUSHALL\r\n")
-        assert sock.recv(64).startswith(b"+OK")
 
 
 NodeFactory = Callable[..., Awaitable[tuple[Broker, Broker]]]
@@ -55,7 +40,7 @@ def make_nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[Node
             broker = MemoryBroker(Registry(history_size=5, history_ttl=60, **caps))
             return broker, broker
         server: RedisServer = request.getfixturevalue("redis_server")
-        flush(server)
+        server.flush()
         pair = [
             RedisBroker(
                 server.url,
@@ -391,7 +376,7 @@ async def test_an_orgs_connections_are_capped_per_process(make_nodes: NodeFactor
 
 @pytest.fixture
 def redis_nodes(redis_server: RedisServer, io_loop: IOLoop) -> Iterator[tuple[RedisBroker, RedisBroker]]:
-    flush(redis_server)
+    redis_server.flush()
     pair = [
         RedisBroker(redis_server.url, Registry(history_size=0, history_ttl=0), history_size=5, node_id=name)
         for name in ("node-a", "node-b")
@@ -401,17 +386,6 @@ def redis_nodes(redis_server: RedisServer, io_loop: IOLoop) -> Iterator[tuple[Re
     yield pair[0], pair[1]
     for broker in pair:
         io_loop.run_sync(broker.close)
-
-
-GARBAGE = {
-    "g-text": b"not json",
-    "g-surrogate": b'{"n":"node-a","u":"x","m":"\\ud83d"}',  # cjson refuses the escape
-    "g-bytes": b'{"n":"node-a","u":"\xff"}',  # not UTF-8
-    "g-number": b'{"n":"node-a","u":5}',
-    "g-list": b"[1,2]",
-    "g-name": b'{"n":"node-a","u":"ok","m":5}',
-    "g-deep": b"[" * 5000 + b"]" * 5000,
-}
 
 
 async def test_undecodable_presence_entries_never_block_a_session(

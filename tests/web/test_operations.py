@@ -11,26 +11,10 @@ import pytest
 import websockets
 from tornado.httpclient import HTTPClientError
 
-from tests.conftest import Clients, make_token, test_config, wait_for
+from tests.conftest import Clients, call, make_token, test_config
 from tornado_ws.config import Config
 from tornado_ws.core.registry import Registry, SessionKey
 from tornado_ws.web.state import AppState
-
-
-async def call(
-    http: Any, method: str, path: str, token: str | None = None, body: Any = None, raw: bytes | None = None
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    if method == "POST" and payload is None:
-        payload = b""
-    try:
-        response = await http.fetch(path, method=method, headers=headers, body=payload)
-    except HTTPClientError as exc:
-        assert exc.response is not None
-        response = exc.response
-    assert response.headers["Content-Type"].startswith("application/json"), response.body[:200]
-    return response.code, json.loads(response.body)
 
 
 def service(org: str = "acme", sub: str = "billing") -> str:
@@ -334,7 +318,7 @@ async def test_metrics_count_what_happened_and_never_show_tokens(
     refused = await clients.connect("room", bad_token)
     await refused.closed_with()
     await bob.close()
-    await wait_for(lambda: app.settings["registry"].connection_count == 1)
+    await alice.recv_type("user_left")  # sent once bob's disconnect was counted and he left
     response = await http_server_client.fetch("/metrics")
     text = response.body.decode()
     assert response.headers["Content-Type"].startswith("text/plain")

@@ -87,7 +87,7 @@ async def test_disconnect_notifies_updates_count_and_cleans_up(clients: Clients,
     left = await alice.recv()
     assert left == {"type": "user_left", "session_id": "room", "user_id": "bob", "participant_count": 1}
     await alice.close()
-    await wait_for(lambda: not registry.sessions)
+    await wait_for(lambda: not registry.sessions)  # a poll: alice was the last, no user_left to await
     assert registry.connection_count == 0
 
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 import tornado_ws.transport.websocket as connection_module
-from tests.conftest import ROOT, SECRET, TIMEOUT, Clients, make_token, test_config
-from tests.rawws import raw_connect, read_frame, upgrade_request
-from tests.test_security import Canary, _listening_port, close_writers, no_errors_logged, raise_fd_limit  # noqa: F401
+from tests.canary import Canary
+from tests.conftest import SECRET, TIMEOUT, Clients, ServerProcess, make_token, raise_fd_limit, test_config
+from tests.rawws import close_writers, raw_connect, read_frame, upgrade_request
 from tornado_ws.config import Config
 
 
@@ -75,40 +73,26 @@ class TestRefusedSocketsCountTowardMaxConnections:
         close_writers([writer for _, writer in refused])
 
 
-async def test_a_flood_of_refused_handshakes_at_the_fd_limit_does_not_lock_others_out(
-    io_loop: Any, tmp_path: Any
-) -> None:
+async def test_a_flood_of_refused_handshakes_at_the_fd_limit_does_not_lock_others_out(io_loop: Any) -> None:
     """~300 refused handshakes that never answer, against a process allowed 256 descriptors."""
     limit, flood = 256, 300
     raise_fd_limit(2 * flood + 256)
-    log_path = tmp_path / "server.log"
-    command = [sys.executable, "-m", "tornado_ws", "--port", "0", "--jwt-secret", SECRET, "--ping-interval", "60"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'ulimit -n {limit} && exec "$0" "$@"', *command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    server = ServerProcess(["--jwt-secret", SECRET, "--ping-interval", "60"], fd_limit=limit)
+    clients = Clients(server.port)
     writers: list[asyncio.StreamWriter] = []
-    clients: Clients | None = None
     try:
-        port = await _listening_port(log_path, proc)
-        clients = Clients(port)
         canary = await Canary.open(clients)
         async with canary.throughout():
             for n in range(flood):
-                _, writer = await raw_connect(port)
-                writer.write(upgrade_request(port, f"/ws/standup?token=bad{n}"))
+                _, writer = await raw_connect(server.port)
+                writer.write(upgrade_request(server.port, f"/ws/standup?token=bad{n}"))
                 writers.append(writer)
             await asyncio.gather(*(writer.drain() for writer in writers))
             newcomer = await asyncio.wait_for(clients.connect("standup", make_token("newcomer")), 3)
             assert (await newcomer.recv())["type"] == "welcome"
-        assert "Traceback" not in log_path.read_text(errors="replace")
+        assert "Traceback" not in server.output()
     finally:
         close_writers(writers)
-        if clients is not None:
-            await clients.close_all()
-        proc.terminate()
-        proc.wait(15)
-        log_path.unlink(missing_ok=True)
+        await clients.close_all()
+        server.stop()
+        server.log_path.unlink(missing_ok=True)

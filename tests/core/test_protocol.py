@@ -74,7 +74,7 @@ def test_parser_never_raises_anything_but_frame_error(raw: str | bytes) -> None:
     try:
         frame = parse_client_frame(raw)
     except FrameError as exc:
-        assert exc.code in set(ErrorCode)
+        assert 0 < len(exc.message) <= 200  # fixed text for the error frame
     else:
         assert isinstance(frame, (Publish, Ping))
 

@@ -74,9 +74,27 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def flush(self) -> None:
+        """Forget every key: a module-scoped server, clean for the next test."""
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            assert sock.recv(64).startswith(b"+OK")
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: Presence-hash entries no Lua script or Python decoder may choke on (docs/security.md, review 1).
+GARBAGE = {
+    "g-text": b"not json",
+    "g-surrogate": b'{"n":"node-a","u":"x","m":"\\ud83d"}',  # cjson refuses the escape
+    "g-bytes": b'{"n":"node-a","u":"\xff"}',  # not UTF-8
+    "g-number": b'{"n":"node-a","u":5}',
+    "g-list": b"[1,2]",
+    "g-name": b'{"n":"node-a","u":"ok","m":5}',
+    "g-deep": b"[" * 5000 + b"]" * 5000,
+}
 
 
 def require_redis_server() -> None:

@@ -16,8 +16,8 @@ import websockets
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import IOLoop
 
+from tests.brokers.redis_server import RedisServer, free_port, require_redis_server
 from tests.conftest import SECRET, Client, ServerProcess, make_token
-from tests.redis_server import RedisServer, free_port, require_redis_server
 from tornado_ws.brokers.redis import HEARTBEAT, PRESENCE_TTL
 from tornado_ws.client import connect
 from tornado_ws.testing import TEST_BACKOFF, HubServer, test_hub
