@@ -3,7 +3,7 @@
 :class:`MemoryBroker` keeps them in this process (the default, embedded
 mode); :class:`~tornado_ws.brokers.redis.RedisBroker` keeps them in Redis so
 several processes serve one session. Handlers talk only to :class:`Broker`;
-both implementations pass ``tests/test_broker_contract.py``.
+both implementations pass ``tests/brokers/test_broker_contract.py``.
 """
 
 from __future__ import annotations
