@@ -104,3 +104,17 @@ async def test_the_origin_rule_holds_on_both_paths(served: int, allowed: tuple[s
     }
     got = {name: await status(served, extra) for name, (extra, _) in cases.items()}
     assert got == {name: expected for name, (_, expected) in cases.items()}
+
+
+@pytest.mark.parametrize("allowed", [None], ids=["same-host-rule"])
+async def test_an_upgrade_without_a_key_gets_tornados_400(served: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    try:
+        request = upgrade_request(served, f"/ws/room?token={make_token('alice')}")
+        writer.write(b"".join(line for line in request.splitlines(True) if not line.startswith(b"Sec-WebSocket-Key")))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        length = int(HTTPHeaders.parse(head.split(b"\r\n", 1)[1].decode())["Content-Length"])
+        assert await asyncio.wait_for(reader.readexactly(length), TIMEOUT) == b"Missing/Invalid WebSocket headers"
+    finally:
+        writer.close()
