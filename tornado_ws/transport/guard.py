@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tornado import gen
-from tornado.http1connection import HTTP1ServerConnection
-from tornado.httpserver import HTTPServer, _HTTPRequestContext
+from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPInputError
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
 from tornado_ws.core.registry import Registry
+from tornado_ws.transport.tornado_internals import request_context, served_stream
 from tornado_ws.transport.upgrade import PEEK_SIZE, UpgradeConnection, parse_upgrade_head
 from tornado_ws.transport.websocket import Lingering
 
@@ -53,6 +53,9 @@ class GuardedHTTPServer(HTTPServer):
         **kwargs: Any,
     ) -> None:
         super().initialize(*args, **kwargs)
+        if self.ssl_options is not None:
+            # The peek reads a plain HTTP request; TLS is terminated in front (docs/operations.md).
+            raise ValueError("GuardedHTTPServer does not terminate TLS")
         self._registry = registry
         # WebSockets refused at the handshake that are still closing: they hold descriptors
         # too, and are the first to go when the process runs short of them.
@@ -73,13 +76,10 @@ class GuardedHTTPServer(HTTPServer):
         return max(8, soft - FD_RESERVE - upgraded)
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
-        # HTTPServer.handle_stream, keeping the new connection at hand (finding it in
-        # Tornado's set afterwards would copy that set on every accept).
-        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
-        conn = HTTP1ServerConnection(stream, self.conn_params, context)
-        self._connections.add(conn)
-        self._order[conn] = stream.close
-        conn.start_serving(self)
+        # Keyed by stream: that is what on_close's connection leads back to, without a search
+        # of Tornado's set of connections.
+        self._order[stream] = stream.close
+        super().handle_stream(stream, address)
         self._evict()
 
     def _evict(self) -> None:
@@ -92,7 +92,7 @@ class GuardedHTTPServer(HTTPServer):
                 self._order.pop(oldest)()
 
     def on_close(self, server_conn: object) -> None:
-        self._order.pop(server_conn, None)
+        self._order.pop(served_stream(server_conn), None)
         super().on_close(server_conn)
 
     async def close_all_connections(self) -> None:
@@ -139,7 +139,7 @@ class GuardedHTTPServer(HTTPServer):
             if registered:
                 asyncio.get_running_loop().remove_reader(sock.fileno())
             if data:
-                self._handle_connection(sock, address)
+                self._to_tornado(sock, address)
             else:  # gone before it said anything
                 sock.close()
             return True
@@ -148,7 +148,7 @@ class GuardedHTTPServer(HTTPServer):
         conn = UpgradeConnection(sock, registered=registered)
         if registered:  # the handler runs in a Task, a pass from now: point the reader at a placeholder
             asyncio.get_running_loop().add_reader(sock.fileno(), conn.hold)
-        conn.context = _HTTPRequestContext(conn, address, self.protocol, self.trusted_downstream)  # type: ignore[arg-type]
+        conn.context = request_context(conn, address, self)
         try:
             delegate = self.start_request(conn, conn)
             pending = delegate.headers_received(start_line, headers)
@@ -163,6 +163,15 @@ class GuardedHTTPServer(HTTPServer):
             log.exception("upgrade request failed")
             conn.abort()
         return True
+
+    def _to_tornado(self, sock: socket.socket, address: Any) -> None:
+        # What TCPServer does with a new connection (without TLS: initialize refuses it).
+        try:
+            stream = IOStream(sock, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+            self.handle_stream(stream, address)
+        except Exception:
+            log.exception("error in connection callback")
+            sock.close()
 
     def _drop_waiting(self, fd: int) -> None:
         sock = self._waiting.pop(fd)[0]
@@ -183,16 +192,18 @@ class GuardedHTTPServer(HTTPServer):
             self._sweeping = False
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
-        for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = self._accept_on(sock)
-
-    def _accept_on(self, sock: socket.socket) -> Callable[[], None]:
+        sockets = list(sockets)
+        # TCPServer keeps the sockets (stop() closes them, and unregisters each one's fd, which
+        # then is our accept loop's); only the accept loop is replaced by ours.
+        super().add_sockets(sockets)
         io_loop = IOLoop.current()
-        stopped = False
+        for sock in sockets:
+            io_loop.remove_handler(sock)
+            self._accept_on(sock, io_loop)
 
+    def _accept_on(self, sock: socket.socket, io_loop: IOLoop) -> None:
         def resume() -> None:
-            if not stopped:
+            if sock.fileno() >= 0:  # not closed by stop() during the pause
                 io_loop.add_handler(sock, accept, IOLoop.READ)
 
         def accept(fd: Any, events: int) -> None:
@@ -218,10 +229,3 @@ class GuardedHTTPServer(HTTPServer):
                 self._take(connection, address)
 
         io_loop.add_handler(sock, accept, IOLoop.READ)
-
-        def remove() -> None:
-            nonlocal stopped
-            stopped = True
-            io_loop.remove_handler(sock)
-
-        return remove

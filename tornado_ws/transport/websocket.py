@@ -17,7 +17,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable
-from typing import Any
 
 from tornado_ws.core import frames
 from tornado_ws.core.closing import CLOSED, CLOSING, DONE, OPEN, CloseHandshake
@@ -42,42 +41,6 @@ _held_by_loop: dict[asyncio.AbstractEventLoop, list[WebSocketConnection]] = {}
 def _flush_loop(loop: asyncio.AbstractEventLoop) -> None:
     for conn in _held_by_loop.pop(loop, ()):
         conn._flush_held()
-
-
-def adopt_stream(stream: Any) -> tuple[socket.socket, bytes, bool]:
-    """Take the socket out of a detached Tornado ``IOStream`` nothing was written to.
-
-    Returns the socket, the bytes already read past the HTTP request (a client may send
-    its first frames right behind the upgrade request), and whether the socket is still
-    registered for reading with the running asyncio loop (then the new owner's
-    ``add_reader`` replaces Tornado's reader in place: no epoll_ctl, no selector churn).
-    IOStream and Tornado's asyncio bridge have no public way to hand a socket over, so
-    this reads and edits their bookkeeping; the stream must not be used again.
-    """
-    if len(stream._write_buffer):
-        raise RuntimeError("the stream has unsent bytes; adopt it before writing to it")
-    sock: socket.socket = stream.socket
-    fd = sock.fileno()
-    io_loop = stream.io_loop
-    # Tornado's asyncio bridge (BaseAsyncIOLoop) keeps its own sets of registered fds.
-    readers: set[int] = getattr(io_loop, "readers", set())
-    writers: set[int] = getattr(io_loop, "writers", set())
-    handlers: dict[int, Any] = getattr(io_loop, "handlers", {})
-    registered = (
-        fd in readers
-        and fd not in writers
-        and fd in handlers
-        and getattr(io_loop, "selector_loop", None) is asyncio.get_running_loop()
-    )
-    if registered:
-        readers.discard(fd)
-        del handlers[fd]
-    else:
-        io_loop.remove_handler(sock)
-    start = getattr(stream, "_read_buffer_pos", 0)  # Tornado < 6.5 kept an offset
-    unread = bytes(stream._read_buffer[start : start + stream._read_buffer_size])
-    stream.socket = None  # so a stray close() of the stream cannot close our socket
-    return sock, unread, registered
 
 
 class Lingering:

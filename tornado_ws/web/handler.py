@@ -1,7 +1,8 @@
 """The WebSocket endpoint ``/ws/<session_id>``: a thin adapter over the hub.
 
-``get`` enforces the process-wide limits before the upgrade; Tornado checks the
-upgrade headers and the origin; the handler writes the 101, hands the socket to a
+``get`` enforces the process-wide limits and the origin rule (:func:`origin_allowed`, the
+same on every Tornado version) before the upgrade; Tornado checks the upgrade headers;
+the handler writes the 101, hands the socket to a
 :class:`~tornado_ws.web.connection.Connection` (the registry's peer), and ``open``
 authenticates and joins. The 101 leaves with the welcome (or with a refusal's close
 frame) when ``open`` is done. The handler, its request and Tornado's stream are
@@ -13,9 +14,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Iterable
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
-from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
+from tornado.httputil import HTTPHeaders
+from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from tornado_ws import hooks
 from tornado_ws.auth import AuthError
@@ -23,8 +27,8 @@ from tornado_ws.brokers.base import BrokerUnavailable, JoinRefused
 from tornado_ws.core.protocol import valid_session_id
 from tornado_ws.core.registry import Membership, Registry, SessionKey
 from tornado_ws.errors import CloseCode
+from tornado_ws.transport.tornado_internals import accepting_protocol, take_socket
 from tornado_ws.transport.upgrade import UpgradeConnection
-from tornado_ws.transport.websocket import adopt_stream
 from tornado_ws.web.base import ApiError, RedactedLoggingMixin
 from tornado_ws.web.connection import Connection
 from tornado_ws.web.state import AppState
@@ -43,47 +47,66 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value)
 
 
+def _tokens(headers: HTTPHeaders, name: str) -> list[str]:
+    return [token.strip().lower() for token in headers.get(name, "").split(",")]
+
+
+def origin_allowed(headers: HTTPHeaders, allowed: frozenset[str] | None, trusted: Iterable[str] | None = None) -> bool:
+    """Whether a WebSocket upgrade with these headers may proceed, by its ``Origin``.
+
+    No ``Origin``: a service, allowed (a browser always sends one on a WebSocket, and one that
+    says the request is cross-site without it is refused, as Tornado 6.6 does). With an
+    allow-list (``--allowed-origins``): exactly its entries (lower-case, ``*`` for any),
+    whatever the Host. Without one: the Origin's ``host[:port]`` must equal the Host header,
+    or the origin be in the application's ``trusted_origins`` setting. ``Sec-Fetch-Site``
+    decides nothing else: Tornado 6.6 skips ``check_origin`` when it says ``same-origin``.
+    """
+    origin = headers.get("Origin")
+    if origin is None:
+        return headers.get("Sec-Fetch-Site") in (None, "same-origin", "none")
+    if allowed is not None:
+        return "*" in allowed or origin.lower() in allowed
+    return urlsplit(origin).netloc.lower() == headers.get("Host", "").lower() or origin in (trusted or ())
+
+
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
 
 
-class _Upgrade(WebSocketProtocol13):
-    """Tornado's RFC 6455 handshake, after which the socket belongs to a Connection."""
-
-    async def _accept_connection(self, handler: WebSocketHandler) -> None:
-        assert isinstance(handler, SessionHandler)
-        # The 101 is written here rather than by handler.finish(): Tornado's response path
-        # costs more than the rest of the upgrade, and the Connection sends these bytes
-        # together with the welcome. No subprotocols, no compression (deflate costs
-        # ~300 KiB per connection).
-        accept = self._challenge_response(handler)
-        response = _SWITCHING + accept.encode("ascii") + b"\r\n\r\n"
-        handler.set_status(101)
-        detached: Any = handler.detach()
-        if isinstance(detached, UpgradeConnection):  # the server's fast path (guard.py)
-            sock, unread, registered = detached.take_socket(), b"", detached.registered
-        else:
-            sock, unread, registered = adopt_stream(detached)
-        handler.application.log_request(handler)
-        connection = handler.connection = Connection(
-            handler.state, sock, unread=unread, head=response, registered=registered
-        )
-        try:
-            await handler.open(*handler.open_args, **handler.open_kwargs)
-        except Exception:
-            log.exception("open failed")
-            connection.close(CloseCode.INTERNAL_ERROR, "internal error")
-        # No handler <-> protocol or handler <-> UI-module cycle: all of it dies by refcount now.
-        handler.ws_connection = None
-        handler._break_cycles()
-        connection.start()
-
-    # WebSocketProtocol13's own versions work on the IOStream this class never keeps; Tornado
-    # calls them only if the HTTP connection dies before the 101, when there is nothing to close.
-    def is_closing(self) -> bool:  # pragma: no cover - see above
-        return True
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:  # pragma: no cover
-        pass
+async def _accept(handler: WebSocketHandler) -> None:
+    """Tornado's upgrade checks passed: write the 101 and hand the socket to a Connection."""
+    assert isinstance(handler, SessionHandler)
+    headers = handler.request.headers
+    key = headers.get("Sec-WebSocket-Key")
+    if not key or not headers.get("Host"):
+        # What WebSocketProtocol13 answers when a header it needs is missing.
+        handler.set_status(400)
+        handler.finish("Missing/Invalid WebSocket headers")
+        return
+    # The 101 is written here rather than by handler.finish(): Tornado's response path
+    # costs more than the rest of the upgrade, and the Connection sends these bytes
+    # together with the welcome. No subprotocols, no compression (deflate costs
+    # ~300 KiB per connection).
+    accept = WebSocketProtocol13.compute_accept_value(key)
+    response = _SWITCHING + accept.encode("ascii") + b"\r\n\r\n"
+    handler.set_status(101)
+    detached: Any = handler.detach()
+    if isinstance(detached, UpgradeConnection):  # the server's fast path (guard.py)
+        sock, unread, registered = detached.take_socket(), b"", detached.registered
+    else:
+        sock, unread, registered = take_socket(detached)
+    handler.application.log_request(handler)
+    connection = handler.connection = Connection(
+        handler.state, sock, unread=unread, head=response, registered=registered
+    )
+    try:
+        await handler.open(*handler.path_args, **handler.path_kwargs)
+    except Exception:
+        log.exception("open failed")
+        connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+    # WebSocketHandler keeps its UI-module cycle until on_close; ours is done with it at the
+    # 101, and breaking it lets the handler die by refcount instead of the cyclic collector.
+    handler.ui = None  # type: ignore[assignment]
+    connection.start()
 
 
 class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
@@ -102,16 +125,10 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         self.broker = state.broker
         self.config = state.config
 
-    def get_websocket_protocol(self) -> WebSocketProtocol13 | None:
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
         if self.request.headers.get("Sec-WebSocket-Version") != "13":
             return None  # Tornado answers 426 with the version we speak
-        params = _WebSocketParams(max_message_size=self.config.max_message_size)
-        return _Upgrade(self, False, params)
-
-    def _break_cycles(self) -> None:
-        # WebSocketHandler keeps its UI-module cycle until on_close; ours is done with it at the
-        # 101, and breaking it lets the handler die by refcount instead of the cyclic collector.
-        self.ui = None  # type: ignore[assignment]
+        return accepting_protocol(_accept)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # Tornado answers bad UTF-8 in the path with a 400 before the upgrade;
@@ -130,15 +147,22 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         if self.registry.connection_count >= self.config.max_connections:
             self.state.metrics.refused.labels("max_connections").inc()
             raise ApiError(503, "max_connections", "server is at its connection limit; try again later")
+        headers = self.request.headers
+        # Tornado answers a request that is no upgrade at all (400) before it looks at the origin.
+        is_upgrade = headers.get("Upgrade", "").lower() == "websocket" and "upgrade" in _tokens(headers, "Connection")
+        if is_upgrade and not origin_allowed(headers, self.state.allowed_origins, self.settings.get("trusted_origins")):
+            self.state.metrics.refused.labels("origin").inc()
+            log.info("refused origin=%r peer=%s", headers.get("Origin", "")[:200], self.request.remote_ip)
+            self.set_status(403)
+            self.finish("Cross origin websockets not allowed")  # Tornado's own answer
+            return
         await super().get(*args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
-        allowed = self.state.allowed_origins
-        ok = super().check_origin(origin) if allowed is None else "*" in allowed or origin.lower() in allowed
-        if not ok:
-            self.state.metrics.refused.labels("origin").inc()
-            log.info("refused origin=%r peer=%s", origin[:200], self.request.remote_ip)
-        return ok
+        # get() has applied the origin rule already (origin_allowed), the same way on every
+        # Tornado version: since 6.6 Tornado calls this only for requests that look cross-origin,
+        # so an allow-list here would never see a same-host Origin.
+        return True
 
     def _token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
