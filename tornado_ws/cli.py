@@ -1,5 +1,9 @@
 """``python -m tornado_ws`` / ``tornado-ws``: flags and env into a Config, then run.
 
+Every flag, its type, its help and its default come from the settings declared in ``config.py``
+(see ``tornado_ws.settings``); only ``--version`` and the one default that depends on another
+setting (``--jwt-algorithms`` from the public key's type) are written here.
+
 Exit codes: 0 after a clean shutdown, 2 for a bad or missing setting (one
 line on stderr, never a traceback), 1 when the server cannot start (e.g. the
 port is taken).

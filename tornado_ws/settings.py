@@ -122,23 +122,24 @@ def first_problem(settings: object) -> str | None:
 def _problem(name: str, value: Any, spec: Setting) -> str | None:
     if value is None:  # an optional setting left unset
         return None
-    shown = "" if spec.secret else f", got {_echo(value)}"
+    got = "" if spec.secret else f", got {_echo(value)}"
     if isinstance(value, (str, tuple)) and len(value) < spec.min_length:
         if spec.min_length == 1:
             return f"{name} must not be empty"
         return f"{name} must be at least {spec.min_length} {'characters' if isinstance(value, str) else 'values'}"
     if spec.low is not None and spec.high is not None and not spec.low <= value <= spec.high:
-        return f"{name} must be between {spec.low} and {spec.high}{shown}"
+        return f"{name} must be between {spec.low} and {spec.high}{got}"
     if spec.low is not None and value < spec.low:
-        return f"{name} must be at least {spec.low}{shown}"
+        return f"{name} must be at least {spec.low}{got}"
     for item in value if isinstance(value, tuple) else (value,):
-        item_shown = "" if spec.secret else f" {_echo(item)}"
+        this = "" if spec.secret else f" {_echo(item)}"
         if spec.choices and item not in spec.choices:
-            return f"{name}:{item_shown} is not one of {', '.join(spec.choices)}"
+            return f"{name}:{this} is not one of {', '.join(spec.choices)}"
         if spec.rule is not None and not spec.rule(item):
-            return f"{name}:{item_shown} is not {spec.expects}"
+            return f"{name}:{this} is not {spec.expects}"
     return None
 
 
 def _echo(value: object) -> str:
+    """A value for an error line: short, and without a URL's password."""
     return repr(_USERINFO.sub("***@", value[:80]) if isinstance(value, str) else value)
