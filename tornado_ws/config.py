@@ -105,7 +105,7 @@ class Config:
     ping_interval: float = setting(
         3.0, "seconds of silence before a connection is pinged; 0 turns pings off (dead peers then linger)", low=0
     )
-    ping_timeout: float = setting(2.0, "seconds a ping may go unanswered before the connection is dropped", low=0)
+    ping_timeout: float = setting(2.0, "seconds a ping may go unanswered (at most --ping-interval)", low=0)
     history_size: int = setting(100, "messages kept per session for resume; 0 turns history off", low=0)
     history_ttl: float = setting(300.0, "seconds history outlives the session's last activity", low=0)
     shutdown_timeout: float = setting(10.0, "seconds SIGTERM waits for clients to finish closing", low=0)
