@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import tornado_ws
 from tests.conftest import ROOT, SECRET, ServerProcess, make_token
 from tornado_ws.cli import config_from_args
+from tornado_ws.config import DECLARED, CliOptions, Config
+from tornado_ws.settings import declared, flag, shown_default
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -49,6 +52,65 @@ def test_a_mistyped_flag_is_one_line_with_a_hint() -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--max-conections" in lines[0] and "--help" in lines[0], lines
+
+
+def test_help_shows_every_flag_with_its_declared_help_and_default() -> None:
+    result = run_cli("--help", env={"COLUMNS": "1000"})  # no wrapping in the middle of a default
+    assert result.returncode == 0
+    for cls in DECLARED:
+        for field, spec in declared(cls):
+            text = f"{spec.help} (default: {shown_default(field, spec)})"
+            assert re.search(rf"^  {flag(field.name)}(?: \S+)?\s+{re.escape(text)}$", result.stdout, re.M), text
+
+
+def test_an_absent_flag_is_the_declared_default() -> None:
+    config, level = config_from_args(["--jwt-secret", SECRET], env={})
+    assert (config, level) == (Config(jwt_secret=SECRET), CliOptions().log_level)
+
+
+def test_every_setting_has_a_flag_that_sets_it(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    (tmp_path / "key.pem").write_text(pem)
+    values: dict[str, Any] = {
+        "host": "0.0.0.0",
+        "port": 8889,
+        "jwt_secret": SECRET,
+        "jwt_public_key": pem,
+        "jwt_algorithms": ("HS256", "RS256"),
+        "jwt_audience": "aud",
+        "jwt_issuer": "iss",
+        "jwt_leeway": 1.5,
+        "max_message_size": 1000,
+        "ping_interval": 4.0,
+        "ping_timeout": 1.0,
+        "history_size": 5,
+        "history_ttl": 60.0,
+        "shutdown_timeout": 1.0,
+        "static_dir": str(tmp_path),
+        "rate_limit": 5.0,
+        "rate_burst": 7,
+        "max_connections_per_user": 2,
+        "max_outbound_buffer": 4096,
+        "max_connections": 10,
+        "max_connections_per_org": 3,
+        "max_session_id_length": 64,
+        "max_sessions_per_org": 9,
+        "allowed_origins": ("https://app.example.com", "*"),
+        "log_format": "json",
+        "broker": "redis://127.0.0.1:1/0",
+        "workers": 2,
+        "metrics_token": "m" * 16,
+    }
+    # --demo refuses to run beside a key: test_demo_mode_serves_tokens_and_health runs it.
+    assert {f.name for cls in DECLARED for f, _ in declared(cls)} - set(values) == {"demo", "log_level"}
+    argv = ["--log-level", "DEBUG"]
+    for name, value in values.items():
+        text = str(tmp_path / "key.pem") if name == "jwt_public_key" else value
+        argv += [flag(name), ",".join(text) if isinstance(text, tuple) else str(text)]
+    # A flag beats the environment variable its setting also reads.
+    env = {"TORNADO_WS_JWT_SECRET": "e" * 64, "TORNADO_WS_METRICS_TOKEN": "e" * 64}
+    assert config_from_args(argv, env=env) == (Config(**values), "DEBUG")
 
 
 def test_no_key_exits_2_with_one_clear_line() -> None:

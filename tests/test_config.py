@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from tornado_ws.config import NO_KEY_MESSAGE, Config, ConfigError
+from tornado_ws.settings import declared
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -18,6 +20,26 @@ def test_defaults_match_the_documented_ones() -> None:
         100,
         300.0,
     )
+
+
+def test_every_field_is_a_declared_setting() -> None:
+    """A plain field would have no flag, no help and no row in the README."""
+    assert [f.name for f in dataclasses.fields(Config)] == [f.name for f, _ in declared(Config)]
+
+
+def test_secrets_stay_out_of_repr_and_errors() -> None:
+    secret, token = "a-secret-" * 4, "a-token-" * 3
+    config = Config(jwt_secret=secret, metrics_token=token)
+    assert secret not in repr(config) and token not in repr(config)
+    with pytest.raises(ConfigError, match="--metrics-token must be at least 16 characters") as info:
+        Config(jwt_secret=secret, metrics_token="short-one")
+    assert "short-one" not in str(info.value)
+
+
+def test_an_echoed_url_hides_its_password() -> None:
+    with pytest.raises(ConfigError, match="--broker") as info:
+        Config(jwt_secret="s" * 32, broker="http://user:hunter2@127.0.0.1:6379")
+    assert "hunter2" not in str(info.value) and "127.0.0.1:6379" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +72,15 @@ def test_no_key_and_no_demo_is_refused_with_a_howto() -> None:
         ({"jwt_leeway": -1}, "--jwt-leeway"),
         ({"max_message_size": 10}, "--max-message-size"),
         ({"ping_interval": -1}, "--ping-interval"),
+        ({"ping_timeout": -1}, "--ping-timeout"),
         ({"history_size": -1}, "--history-size"),
+        ({"history_ttl": -1}, "--history-ttl"),
+        ({"max_sessions_per_org": 0}, "--max-sessions-per-org"),
+        ({"max_connections_per_org": -1}, "--max-connections-per-org"),
+        ({"broker": "redis"}, "--broker"),
+        ({"workers": 0}, "--workers"),
+        ({"workers": 2}, "--workers above 1 needs --broker"),
+        ({"metrics_token": ""}, "--metrics-token"),
         ({"shutdown_timeout": -1}, "--shutdown-timeout"),
         ({"rate_limit": -1}, "--rate-limit"),
         ({"rate_burst": 0}, "--rate-burst"),

@@ -1,10 +1,17 @@
-"""All settings of a tornado-ws server, validated once, then frozen."""
+"""All settings of a tornado-ws server, each declared once, validated once, then frozen.
+
+Each field says its default, help and checks (``tornado_ws.settings`` says how); the CLI's flags,
+``--help`` and the README's table follow from them. ``__post_init__`` adds the rules between
+settings. Every error names the flag, since that is what an operator typed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 from pathlib import Path
+
+from tornado_ws.settings import first_problem, setting
 
 #: Algorithms a deployment may pin. ``none`` is never among them.
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -32,15 +39,32 @@ DEFAULT_STATIC_DIR = _default_static_dir()
 #: What a browser sends as ``Origin``: a scheme, a host and maybe a port; no path, no wildcard.
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://(?:[a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", re.IGNORECASE)
 
+
+def _is_origin(origin: str) -> bool:
+    match = _ORIGIN.fullmatch(origin.rstrip("/"))
+    return origin == "*" or (match is not None and int(match.group(1) or 0) <= 65535)
+
+
+def _is_broker(url: str) -> bool:
+    return url == "memory" or url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def _is_dir(path: str) -> bool:
+    return Path(path).is_dir()
+
+#: Where the CLI finds the secrets when their flags are absent: a flag is visible in ``ps``.
+ENV_SECRET = "TORNADO_WS_JWT_SECRET"
+ENV_METRICS_TOKEN = "TORNADO_WS_METRICS_TOKEN"
+
 NO_KEY_MESSAGE = (
-    "no JWT key configured: pass --jwt-secret SECRET (or set TORNADO_WS_JWT_SECRET), "
+    f"no JWT key configured: pass --jwt-secret SECRET (or set {ENV_SECRET}), "
     "--jwt-public-key PATH, or run with --demo"
 )
 
 
 DEMO_WITH_KEY_MESSAGE = (
     "--demo lets anyone mint a token for any organization and user: it cannot run beside a "
-    "configured key (--jwt-secret, TORNADO_WS_JWT_SECRET or --jwt-public-key); drop one of them"
+    f"configured key (--jwt-secret, {ENV_SECRET} or --jwt-public-key); drop one of them"
 )
 
 
@@ -50,67 +74,98 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Server settings. Construct it directly in code, or via the CLI."""
+    """Server settings. Construct it directly in code (snake_case names), or via the CLI (flags)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8888
-    jwt_secret: str | None = None
-    #: PEM text of the public key used for RS*/PS*/ES*/EdDSA tokens.
-    jwt_public_key: str | None = None
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    jwt_leeway: float = 0.0
-    max_message_size: int = 65536
-    demo: bool = False
-    #: Seconds of silence before a connection is pinged; 0 disables pings (dead peers then linger).
-    ping_interval: float = 3.0
-    #: Seconds a ping may stay unanswered before the connection is dropped (at most ``ping_interval``).
-    ping_timeout: float = 2.0
-    #: Messages kept per session for resume; 0 disables history.
-    history_size: int = 100
-    #: Seconds history outlives the session's last activity (also after the last member left).
-    history_ttl: float = 300.0
-    #: Seconds a graceful shutdown waits for clients to finish closing.
-    shutdown_timeout: float = 10.0
-    static_dir: str = DEFAULT_STATIC_DIR
-    #: Inbound frames per second per connection (token bucket); 0 turns the limit off.
-    rate_limit: float = 20.0
-    rate_burst: int = 40
-    #: Open connections per (org, user) across all sessions; the next one is closed 1013.
-    max_connections_per_user: int = 8
-    #: Unsent bytes a connection may queue before it is cut as a slow consumer (4008).
-    max_outbound_buffer: int = 1 << 20
-    #: Open WebSocket connections per process; beyond it the handshake gets HTTP 503.
-    max_connections: int = 20_000
-    #: Open connections of one organization per process (0: no cap); the next one is closed 1013.
-    max_connections_per_org: int = 10_000
-    max_session_id_length: int = 128
-    #: Sessions (with members or with kept history) per organization: caps memory per tenant.
-    max_sessions_per_org: int = 1000
-    #: Browser origins allowed to open WebSockets; None means "same host as the request".
-    allowed_origins: tuple[str, ...] | None = None
-    log_format: str = "text"
-    #: ``memory`` (one process) or a Redis URL (``redis://host:port/db``) shared by all nodes.
-    broker: str = "memory"
-    #: Processes sharing the port (needs a Redis broker when more than one).
-    workers: int = 1
-    #: When set, ``/metrics`` answers only ``Authorization: Bearer <metrics_token>``.
-    metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    host: str = setting("127.0.0.1", "interface to listen on", min_length=1)
+    port: int = setting(8888, "TCP port; 0 picks a free one", low=0, high=65535)
+    jwt_secret: str | None = setting(
+        None,
+        "HMAC secret for HS* tokens, as long as the hash at least: 32 bytes for HS256",
+        min_length=1,
+        secret=True,
+        env=ENV_SECRET,
+    )
+    #: In code the PEM text itself; the CLI reads it from the file the flag names.
+    jwt_public_key: str | None = setting(
+        None, "PEM public key file for RS*/PS*/ES*/EdDSA tokens", from_file=True, metavar="PATH"
+    )
+    jwt_algorithms: tuple[str, ...] = setting(
+        ("HS256",),
+        "comma list of accepted algorithms; never none",
+        choices=tuple(sorted(SUPPORTED_ALGORITHMS)),
+        min_length=1,
+        shown="HS256, or with --jwt-public-key the key's own: RS256, ES256 or EdDSA",
+        metavar="ALG[,ALG...]",
+    )
+    jwt_audience: str | None = setting(None, "required aud claim, checked only when set")
+    jwt_issuer: str | None = setting(None, "required iss claim, checked only when set")
+    jwt_leeway: float = setting(0.0, "seconds of clock skew allowed on exp and nbf", low=0)
+    max_message_size: int = setting(65536, "largest client frame in bytes; a larger one closes 1009", low=64)
+    demo: bool = setting(False, "random secret and GET /demo/token for trying it out")
+    ping_interval: float = setting(
+        3.0, "seconds of silence before a connection is pinged; 0 turns pings off (dead peers then linger)", low=0
+    )
+    ping_timeout: float = setting(2.0, "seconds a ping may go unanswered (at most --ping-interval)", low=0)
+    history_size: int = setting(100, "messages kept per session for resume; 0 turns history off", low=0)
+    history_ttl: float = setting(300.0, "seconds history outlives the session's last activity", low=0)
+    shutdown_timeout: float = setting(10.0, "seconds SIGTERM waits for clients to finish closing", low=0)
+    static_dir: str = setting(
+        DEFAULT_STATIC_DIR,
+        "directory of the demo page",
+        rule=_is_dir,
+        expects="a directory",
+        shown="the package's static/",
+    )
+    rate_limit: float = setting(20.0, "inbound frames per second per connection (token bucket); 0 turns it off", low=0)
+    rate_burst: int = setting(40, "inbound burst per connection", low=1)
+    max_connections_per_user: int = setting(
+        8, "open connections per org and user across sessions; the next one is closed 1013", low=1
+    )
+    max_outbound_buffer: int = setting(
+        1 << 20, "unsent bytes a connection may queue before it is cut as a slow consumer (4008)", low=1024
+    )
+    max_connections: int = setting(20_000, "open WebSocket connections per process; beyond it HTTP 503", low=1)
+    max_connections_per_org: int = setting(
+        10_000, "open connections of one org per process (0: no cap); the next one is closed 1013", low=0
+    )
+    max_session_id_length: int = setting(128, "longest accepted session id", low=1, high=MAX_SESSION_ID_LIMIT)
+    max_sessions_per_org: int = setting(
+        1000, "sessions (with members or kept history) per org; beyond it 1013, or 429 from the API", low=1
+    )
+    #: ``None`` lets a browser in only from the request's own host; a tuple lists those allowed.
+    allowed_origins: tuple[str, ...] | None = setting(
+        None,
+        "comma list of browser origins allowed to connect",
+        rule=_is_origin,
+        expects="* or scheme://host[:port] (e.g. https://app.example.com)",
+        shown="same host as the request",
+        metavar="ORIGIN[,ORIGIN...]",
+    )
+    log_format: str = setting("text", "text, or json for one JSON object per line", choices=("text", "json"))
+    broker: str = setting(
+        "memory",
+        "memory (one process), or a Redis URL (redis://host:port/db) shared by all nodes",
+        rule=_is_broker,
+        expects="memory or a redis:// URL",
+    )
+    workers: int = setting(1, "processes sharing the port; more than one needs a Redis broker", low=1)
+    metrics_token: str | None = setting(
+        None,
+        "bearer token (16 characters at least) that GET /metrics requires; unset, /metrics is open",
+        min_length=16,
+        secret=True,
+        env=ENV_METRICS_TOKEN,
+    )
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"--port must be between 0 and 65535, got {self.port}")
-        if not self.host:
-            raise ConfigError("--host must not be empty")
-        if self.jwt_secret == "":
-            raise ConfigError("--jwt-secret must not be empty")
-        if not self.jwt_algorithms:
-            raise ConfigError("--jwt-algorithms must name at least one algorithm")
-        for alg in self.jwt_algorithms:
-            if alg not in SUPPORTED_ALGORITHMS:
-                supported = ", ".join(sorted(SUPPORTED_ALGORITHMS))
-                raise ConfigError(f"--jwt-algorithms: unsupported algorithm {alg!r} (supported: {supported})")
+        problem = first_problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
+        self._check_keys()
+        if self.workers > 1 and self.broker == "memory":
+            raise ConfigError("--workers above 1 needs --broker redis://...: the memory broker cannot share sessions")
+
+    def _check_keys(self) -> None:
         if self.jwt_secret is None and self.jwt_public_key is None and not self.demo:
             raise ConfigError(NO_KEY_MESSAGE)
         if self.demo and (self.jwt_secret is not None or self.jwt_public_key is not None):
@@ -130,43 +185,19 @@ class Config:
                 )
         if self.jwt_public_key is not None and not wants_key:
             raise ConfigError("--jwt-public-key needs an asymmetric algorithm in --jwt-algorithms (e.g. RS256)")
-        if self.jwt_leeway < 0:
-            raise ConfigError(f"--jwt-leeway must be >= 0 seconds, got {self.jwt_leeway}")
-        if self.max_message_size < 64:
-            raise ConfigError(f"--max-message-size must be at least 64 bytes, got {self.max_message_size}")
-        if self.ping_interval < 0 or self.ping_timeout < 0:
-            raise ConfigError("--ping-interval and --ping-timeout must be >= 0")
-        if self.history_size < 0 or self.history_ttl < 0:
-            raise ConfigError("--history-size and --history-ttl must be >= 0")
-        if self.shutdown_timeout < 0:
-            raise ConfigError("--shutdown-timeout must be >= 0")
-        if self.rate_limit < 0 or self.rate_burst < 1:
-            raise ConfigError("--rate-limit must be >= 0 and --rate-burst >= 1")
-        if self.max_sessions_per_org < 1:
-            raise ConfigError("--max-sessions-per-org must be >= 1")
-        if self.max_connections_per_user < 1 or self.max_connections < 1:
-            raise ConfigError("--max-connections and --max-connections-per-user must be >= 1")
-        if self.max_connections_per_org < 0:
-            raise ConfigError(f"--max-connections-per-org must be >= 0 (0: no cap), got {self.max_connections_per_org}")
-        if self.max_outbound_buffer < 1024:
-            raise ConfigError(f"--max-outbound-buffer must be at least 1024 bytes, got {self.max_outbound_buffer}")
-        if not 1 <= self.max_session_id_length <= MAX_SESSION_ID_LIMIT:
-            raise ConfigError(f"--max-session-id-length must be between 1 and {MAX_SESSION_ID_LIMIT}")
-        if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("--broker must be memory or a redis:// URL")
-        if self.workers < 1:
-            raise ConfigError("--workers must be >= 1")
-        if self.workers > 1 and self.broker == "memory":
-            raise ConfigError("--workers above 1 needs --broker redis://...: the memory broker cannot share sessions")
-        if self.metrics_token is not None and len(self.metrics_token) < 16:
-            raise ConfigError("--metrics-token must be at least 16 characters")
-        for origin in self.allowed_origins or ():
-            match = _ORIGIN.fullmatch(origin.rstrip("/"))
-            if origin != "*" and (match is None or int(match.group(1) or 0) > 65535):
-                raise ConfigError(
-                    f"--allowed-origins: {origin[:80]!r} is not * or scheme://host[:port] (e.g. https://app.example.com)"
-                )
-        if not Path(self.static_dir).is_dir():
-            raise ConfigError(f"--static-dir: {self.static_dir[:200]!r} is not a directory")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError("--log-format must be text or json")
+
+
+@dataclasses.dataclass(frozen=True)
+class CliOptions:
+    """Settings of the command line only: an embedding application configures its own logging."""
+
+    log_level: str = setting("INFO", "least severe log records shown", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    def __post_init__(self) -> None:
+        problem = first_problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
+
+
+#: Everything ``tornado-ws`` can be told, in the order ``--help`` lists it.
+DECLARED = (Config, CliOptions)
