@@ -4,7 +4,7 @@
 
 serves ``ws://127.0.0.1:PORT/ws/autobahn`` with the CLI (``tornado_ws.cli.main``: its
 config, logging, server and upgrade fast path), or with ``--embedded`` with the hub's
-routes on a plain Tornado ``HTTPServer`` (Tornado's HTTP/1 path and ``adopt_stream``).
+routes on a plain Tornado ``HTTPServer`` (Tornado's HTTP/1 path and ``tornado_internals.take_socket``).
 Either way the request goes through the hub's ``SessionHandler`` and ``_Upgrade``, and the
 socket to a :class:`~tornado_ws.web.connection.Connection`, whose frames the hub's parser
 reads. One thing differs, in this process only: ``SessionHandler.open`` checks no token and

@@ -23,7 +23,7 @@ from tornado_ws.core.closing import CLOSED, CLOSING, DONE, OPEN, CloseHandshake
 
 log = logging.getLogger("tornado_ws")
 
-__all__ = ["CLOSED", "CLOSING", "DONE", "OPEN", "Lingering", "WebSocketConnection", "adopt_stream"]
+__all__ = ["CLOSED", "CLOSING", "DONE", "OPEN", "Lingering", "WebSocketConnection"]
 
 #: Seconds a peer gets to answer our close frame before the socket is dropped.
 CLOSE_TIMEOUT = 5.0
