@@ -1,6 +1,6 @@
 """Fuzzing the client-frame parser and the handler behind it.
 
-1. ``parse_client_frame`` against documents built with a *known answer*: hypothesis builds a frame
+1. ``parse_client_message`` against documents built with a *known answer*: hypothesis builds a frame
    structure, optionally poisons it (NaN, duplicate keys, 5000-digit integers, 5000-deep nesting,
    lone surrogates, overflowing floats, truncation, a BOM, raw control characters, trailing data)
    and renders it with random whitespace; the parser must give exactly the expected frame or error
@@ -29,7 +29,15 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SECRET, ServerProcess, make_token
-from tornado_ws.core.protocol import FrameError, Ping, Publish, Refresh, error_frame, message_frame, parse_client_frame
+from tornado_ws.core.protocol import (
+    MessageError,
+    Ping,
+    Publish,
+    Refresh,
+    error_frame,
+    message_frame,
+    parse_client_message,
+)
 from tornado_ws.errors import ErrorCode
 
 #: Planted in every document; an error message that contains it echoed client input.
@@ -232,8 +240,8 @@ def documents(draw: st.DrawFn, ascii_only: bool = False) -> Doc:
 def test_parser_gives_the_known_answer_and_never_anything_else(doc: Doc) -> None:
     event(f"expected {doc.expected}")
     try:
-        frame = parse_client_frame(doc.text)
-    except FrameError as exc:
+        frame = parse_client_message(doc.text)
+    except MessageError as exc:
         assert str(exc.code) == doc.expected, (exc.code, exc.message)
         assert 0 < len(exc.message) <= 200 and MARKER not in exc.message
         answer = json.loads(error_frame(exc.code, exc.message).text)  # what the handler sends back
@@ -251,8 +259,8 @@ def test_parser_gives_the_known_answer_and_never_anything_else(doc: Doc) -> None
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_binary_frames_are_always_binary_not_supported(raw: bytes) -> None:
-    with pytest.raises(FrameError) as info:
-        parse_client_frame(raw)
+    with pytest.raises(MessageError) as info:
+        parse_client_message(raw)
     assert info.value.code == ErrorCode.BINARY_NOT_SUPPORTED
 
 
@@ -260,8 +268,8 @@ def test_binary_frames_are_always_binary_not_supported(raw: bytes) -> None:
 @given(st.text(st.characters(exclude_categories=()), max_size=300))
 def test_arbitrary_text_never_raises_anything_but_frame_error(raw: str) -> None:
     try:
-        parse_client_frame(raw)
-    except FrameError as exc:
+        parse_client_message(raw)
+    except MessageError as exc:
         assert 0 < len(exc.message) <= 200
 
 

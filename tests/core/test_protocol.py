@@ -10,22 +10,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tornado_ws.core.protocol import (
-    FrameError,
+    MessageError,
     OutFrame,
     Ping,
     Publish,
     encode_data,
     message_frame,
-    parse_client_frame,
+    parse_client_message,
     valid_session_id,
 )
 from tornado_ws.errors import ErrorCode
 
 
 def test_message_and_ping_parse() -> None:
-    assert parse_client_frame('{"type":"message","data":{"a":[1,2]}}') == Publish('{"a":[1,2]}')
-    assert parse_client_frame('{"type":"ping"}') == Ping()
-    assert parse_client_frame('{"type":"message","data":null}') == Publish("null")
+    assert parse_client_message('{"type":"message","data":{"a":[1,2]}}') == Publish('{"a":[1,2]}')
+    assert parse_client_message('{"type":"ping"}') == Ping()
+    assert parse_client_message('{"type":"message","data":null}') == Publish("null")
 
 
 @pytest.mark.parametrize(
@@ -46,8 +46,8 @@ def test_message_and_ping_parse() -> None:
     ],
 )
 def test_bad_frames_raise_frame_error(raw: str | bytes, code: ErrorCode) -> None:
-    with pytest.raises(FrameError) as info:
-        parse_client_frame(raw)
+    with pytest.raises(MessageError) as info:
+        parse_client_message(raw)
     assert info.value.code == code
     assert info.value.message
 
@@ -56,24 +56,24 @@ def test_deep_but_parseable_data_that_cannot_be_reencoded_is_refused() -> None:
     deep: object = []
     for _ in range(5000):
         deep = [deep]
-    with pytest.raises(FrameError):
+    with pytest.raises(MessageError):
         encode_data(deep)
-    with pytest.raises(FrameError):
+    with pytest.raises(MessageError):
         encode_data({1j})
 
 
 def test_error_message_never_echoes_the_input() -> None:
     secret = "eyJhbGciOiJIUzI1NiJ9.payload.sig"
-    with pytest.raises(FrameError) as info:
-        parse_client_frame('{"type":"' + secret + '"}')
+    with pytest.raises(MessageError) as info:
+        parse_client_message('{"type":"' + secret + '"}')
     assert secret not in info.value.message
 
 
 @given(st.text(max_size=200) | st.binary(max_size=200))
 def test_parser_never_raises_anything_but_frame_error(raw: str | bytes) -> None:
     try:
-        frame = parse_client_frame(raw)
-    except FrameError as exc:
+        frame = parse_client_message(raw)
+    except MessageError as exc:
         assert 0 < len(exc.message) <= 200  # fixed text for the error frame
     else:
         assert isinstance(frame, (Publish, Ping))
@@ -93,8 +93,8 @@ def test_any_json_data_round_trips_through_a_message_frame(data: object) -> None
     except ValueError:  # pragma: no cover - hypothesis text can hold lone surrogates json.dumps still accepts
         return
     try:
-        frame = parse_client_frame(raw)
-    except FrameError:
+        frame = parse_client_message(raw)
+    except MessageError:
         return  # lone surrogates: refused, never forwarded
     assert isinstance(frame, Publish)
     out = message_frame(session_id="s", user_id="u", name="N", seq=3, ts=1.5, data_json=frame.data_json)

@@ -1,10 +1,12 @@
-"""The wire protocol: parse client frames, build server frames. No I/O.
+"""The JSON protocol: parse client messages, build server messages. No I/O.
 
-Client frames are JSON objects with a ``type``. Anything else raises
-:class:`FrameError`, which the adapter turns into an ``error`` frame for the
-sender only. Server frames are built as text once and wrapped in
-:class:`OutFrame`, which also caches the RFC 6455 wire bytes so a broadcast
-to N members frames the payload once, not N times.
+Words: a *message* is one JSON object of the protocol (what docs/protocol.md calls a frame of
+type ``welcome``, ``message``, ...); a *frame* is the RFC 6455 frame that carries it
+(:mod:`tornado_ws.core.frames`). Client messages are JSON objects with a ``type``; anything
+else raises :class:`MessageError`, which the adapter turns into an ``error`` message for the
+sender only. Server messages are built as text once and wrapped in :class:`OutFrame`, the
+unmasked RFC 6455 frame that carries them, so a broadcast to N members frames the payload
+once, not N times (hence the builders' names: ``welcome_frame`` returns that frame).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ def valid_session_id(session_id: str, max_length: int = MAX_SESSION_ID_LENGTH) -
     return len(session_id) <= max_length and _SESSION_ID.fullmatch(session_id) is not None
 
 
-class FrameError(ValueError):
-    """A client frame (or payload) was refused; ``code`` and ``message`` go into an error frame."""
+class MessageError(ValueError):
+    """A client message (or payload) was refused; ``code`` and ``message`` go into an ``error``."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -54,7 +56,7 @@ class Refresh:
     token: str = dataclasses.field(repr=False)
 
 
-ClientFrame = Publish | Ping | Refresh
+ClientMessage = Publish | Ping | Refresh
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -76,16 +78,16 @@ STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_r
 
 
 def parse_json(text: str) -> Any:
-    """Strict JSON: FrameError(bad_json) for anything we would refuse to forward."""
+    """Strict JSON: MessageError(bad_json) for anything we would refuse to forward."""
     try:
         return STRICT_JSON.decode(text)
     except json.JSONDecodeError as exc:
-        raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+        raise MessageError(ErrorCode.BAD_JSON, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
-        raise FrameError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
+        raise MessageError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
     except ValueError as exc:
         # Covers NaN/Infinity, duplicate keys and integers over Python's digit limit.
-        raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {str(exc)[:80]}") from None
+        raise MessageError(ErrorCode.BAD_JSON, f"invalid JSON: {str(exc)[:80]}") from None
 
 
 #: Built once: json.dumps with options constructs a new encoder on every call.
@@ -94,42 +96,42 @@ _COMPACT_STRICT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), al
 
 
 def encode_data(data: Any) -> str:
-    """Canonical compact JSON of a payload; raises FrameError for what UTF-8 cannot carry."""
+    """Canonical compact JSON of a payload; raises MessageError for what UTF-8 cannot carry."""
     try:
         text = _COMPACT_STRICT.encode(data)
         text.encode("utf-8")
     except RecursionError:
-        raise FrameError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
+        raise MessageError(ErrorCode.BAD_JSON, "invalid JSON: nested too deeply") from None
     except UnicodeEncodeError:
-        raise FrameError(ErrorCode.BAD_JSON, "invalid JSON: lone surrogate in string") from None
+        raise MessageError(ErrorCode.BAD_JSON, "invalid JSON: lone surrogate in string") from None
     except (TypeError, ValueError) as exc:
-        raise FrameError(ErrorCode.BAD_JSON, f"invalid JSON: {str(exc)[:80]}") from None
+        raise MessageError(ErrorCode.BAD_JSON, f"invalid JSON: {str(exc)[:80]}") from None
     return text
 
 
-def parse_client_frame(raw: str | bytes) -> ClientFrame:
-    """Parse one client frame or raise :class:`FrameError`."""
+def parse_client_message(raw: str | bytes) -> ClientMessage:
+    """Parse one client frame or raise :class:`MessageError`."""
     if isinstance(raw, bytes):
-        raise FrameError(ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not supported; send JSON text")
+        raise MessageError(ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not supported; send JSON text")
     obj = parse_json(raw)
     if not isinstance(obj, dict):
-        raise FrameError(ErrorCode.BAD_FRAME, "a frame must be a JSON object")
+        raise MessageError(ErrorCode.BAD_FRAME, "a frame must be a JSON object")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise FrameError(ErrorCode.BAD_FRAME, 'a frame needs a string "type"')
+        raise MessageError(ErrorCode.BAD_FRAME, 'a frame needs a string "type"')
     if kind == "message":
         if "data" not in obj:
-            raise FrameError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"')
+            raise MessageError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"')
         return Publish(encode_data(obj["data"]))
     if kind == "ping":
         return Ping()
     if kind == "refresh":
         token = obj.get("token")
         if not isinstance(token, str) or not token:
-            raise FrameError(ErrorCode.BAD_FRAME, 'a "refresh" frame needs a string "token"')
+            raise MessageError(ErrorCode.BAD_FRAME, 'a "refresh" frame needs a string "token"')
         return Refresh(token)
     # The type is not echoed: error frames never repeat client input.
-    raise FrameError(ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message", "ping" or "refresh"')
+    raise MessageError(ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message", "ping" or "refresh"')
 
 
 class OutFrame:

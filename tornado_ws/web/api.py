@@ -17,7 +17,7 @@ from tornado.web import StaticFileHandler
 from tornado_ws import hooks
 from tornado_ws.auth import AuthError, Claims, issue_token, safe_claim_text
 from tornado_ws.brokers.base import MAX_BAN_SECONDS, BrokerUnavailable, SessionLimit
-from tornado_ws.core.protocol import FrameError, encode_data, parse_json, valid_session_id
+from tornado_ws.core.protocol import MessageError, encode_data, parse_json, valid_session_id
 from tornado_ws.core.registry import SessionKey
 from tornado_ws.errors import CloseCode
 from tornado_ws.metrics import CONTENT_TYPE
@@ -155,7 +155,7 @@ class PublishHandler(ApiHandler):
             data_json = encode_data(body["data"])
         except UnicodeDecodeError:
             raise ApiError(400, "bad_json", "the body is not UTF-8") from None
-        except FrameError as exc:
+        except MessageError as exc:
             raise ApiError(400, str(exc.code), exc.message) from None
         await self.state.ensure_started()
         try:

@@ -21,13 +21,13 @@ from tornado_ws.auth import AuthError, Claims
 from tornado_ws.brokers.base import BrokerUnavailable
 from tornado_ws.core.protocol import (
     PONG,
-    FrameError,
+    MessageError,
     OutFrame,
     Ping,
     Refresh,
     encode_data,
     error_frame,
-    parse_client_frame,
+    parse_client_message,
     refreshed_frame,
 )
 from tornado_ws.core.ratelimit import TokenBucket
@@ -178,8 +178,8 @@ class Connection(WebSocketConnection):
             self.send(error_frame(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped"))
             return None
         try:
-            frame = parse_client_frame(message)
-        except FrameError as exc:
+            frame = parse_client_message(message)
+        except MessageError as exc:
             self.send(error_frame(exc.code, exc.message))
             return None
         if isinstance(frame, Ping):
