@@ -8,7 +8,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+from tornado_ws.testing import HubServer
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -106,3 +109,10 @@ def require_redis_server() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+async def stop_nodes(nodes: Iterable[HubServer]) -> None:
+    """Stop in-process nodes and disconnect their brokers (each node a HubServer)."""
+    for node in nodes:
+        await node.stop()
+        await node.hub.aclose()

@@ -17,7 +17,7 @@ import websockets
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
-from tests.brokers.redis_server import GARBAGE, RedisServer
+from tests.brokers.redis_server import GARBAGE, RedisServer, stop_nodes
 from tests.canary import Canary
 from tests.conftest import SECRET, Client, Clients, make_token
 from tests.tokens import HOSTILE_TEXT, hostile_token
@@ -87,9 +87,7 @@ class Cluster:
     async def close(self) -> None:
         for pool in self.clients:
             await pool.close_all()
-        for node in self.nodes:
-            await node.stop()
-            await node.hub.aclose()
+        await stop_nodes(self.nodes)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import websockets
 from tornado.ioloop import IOLoop
 
-from tests.brokers.redis_server import RedisServer, require_redis_server
+from tests.brokers.redis_server import RedisServer, require_redis_server, stop_nodes
 from tests.conftest import SECRET, Client, make_token
 from tests.faultproxy import FaultProxy
 from tornado_ws.brokers import redis_scripts
@@ -87,9 +87,7 @@ class SplitCluster:
     async def close(self) -> None:
         for client in self.sockets:
             await client.close()
-        for node in self.nodes:
-            await node.stop()
-            await node.hub.aclose()
+        await stop_nodes(self.nodes)
         for proxy in (self.commands, self.pubsub):
             await proxy.stop()
 

@@ -16,7 +16,7 @@ import websockets
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import IOLoop
 
-from tests.brokers.redis_server import RedisServer, free_port, require_redis_server
+from tests.brokers.redis_server import RedisServer, free_port, require_redis_server, stop_nodes
 from tests.conftest import SECRET, Client, ServerProcess, make_token
 from tornado_ws.brokers.redis import HEARTBEAT, PRESENCE_TTL
 from tornado_ws.client import connect
@@ -64,9 +64,7 @@ class Cluster:
     async def close(self) -> None:
         for client in self.sockets:
             await client.close()
-        for node in self.nodes:
-            await node.stop()
-            await node.hub.aclose()
+        await stop_nodes(self.nodes)
 
 
 @pytest.fixture
