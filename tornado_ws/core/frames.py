@@ -125,14 +125,15 @@ class FrameParser:
     def __init__(self, max_message_size: int) -> None:
         self.max_message_size = max_message_size
         # A partial frame grows here in place; re-joining it with each read would be quadratic.
-        self._buffer = bytearray()
+        # None while nothing is partial: an idle connection holds no buffer (docs/performance.md).
+        self._buffer: bytearray | None = None
         #: How many buffered bytes the partial frame needs before parsing it again is worth it.
         self._wanted = 0
         #: The opcode of the fragmented message in progress (0: none), its payload so far, as bytes
         #: (binary) or as text decoded fragment by fragment, and its size.
         self._fragment_opcode = 0
-        self._fragments: list[bytes] = []
-        self._text: list[str] = []
+        self._fragments: list[bytes] | None = None
+        self._text: list[str] | None = None
         self._decoder: codecs.IncrementalDecoder | None = None
         self._fragment_size = 0
         #: A text frame not whole yet: its payload's offset in the buffer and its mask; and how
@@ -144,7 +145,7 @@ class FrameParser:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a complete frame or message."""
-        return len(self._buffer) + self._fragment_size
+        return (len(self._buffer) if self._buffer is not None else 0) + self._fragment_size
 
     def feed(self, data: bytes) -> list[tuple[int, str | bytes]]:
         buffer = self._buffer
@@ -160,7 +161,7 @@ class FrameParser:
                 return []  # still partial: O(len(data)) per read, whatever the frame's size
             # Copied once per completed frame (plus what followed it in this read).
             data = bytes(buffer)
-            buffer.clear()
+            self._buffer = None
         events: list[tuple[int, str | bytes]] = []
         try:
             pos = self._parse(data, events)
@@ -168,7 +169,7 @@ class FrameParser:
             self.error = exc
             return events
         if pos < len(data):
-            buffer += memoryview(data)[pos:]
+            self._buffer = bytearray(memoryview(data)[pos:])
         return events
 
     def _parse(self, data: bytes, events: list[tuple[int, str | bytes]]) -> int:
@@ -260,7 +261,10 @@ class FrameParser:
         except UnicodeDecodeError:
             raise ProtocolError(CloseCode.INVALID_DATA, "text message is not valid UTF-8") from None
         if text:
-            self._text.append(text)
+            if self._text is None:
+                self._text = [text]
+            else:
+                self._text.append(text)
 
     def _fragment(
         self, opcode: int, payload: bytes, fin: int, length: int, events: list[tuple[int, str | bytes]]
@@ -271,16 +275,18 @@ class FrameParser:
         self._fragment_size += length
         if self._fragment_opcode == TEXT:
             self._decode(payload, bool(fin))
+        elif self._fragments is None:
+            self._fragments = [payload]
         else:
             self._fragments.append(payload)
         if fin:
             if self._fragment_opcode == TEXT:
-                events.append((TEXT, "".join(self._text)))
-                self._text = []
+                events.append((TEXT, "".join(self._text or ())))
+                self._text = None
                 self._decoder = None
             else:
-                events.append((BINARY, b"".join(self._fragments)))
-                self._fragments = []
+                events.append((BINARY, b"".join(self._fragments or ())))
+                self._fragments = None
             self._fragment_opcode = 0
             self._fragment_size = 0
 

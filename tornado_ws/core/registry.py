@@ -235,11 +235,11 @@ class Registry:
             epoch=stream.epoch,
             recovered=recovery.recovered,
         )
-        # Built even when nobody is told: it proves this member's name fits a frame, so its
-        # user_left (built from the same fields) cannot fail later.
-        joined = messages.presence_frame(
-            "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name, count=len(participants)
-        )
+        if not first and member.name is not None:
+            # The welcome lists the user under its first connection's name: prove this one's fits
+            # a frame too, since its user_left may carry it. (A first connection's name is in the
+            # welcome, which is the proof; its user_joined, built below, cannot fail then.)
+            member.name.encode("utf-8")
         if session is None:
             if self._dormant.pop(key, None) is None:
                 self._org_streams[key.org_id] = self._org_streams.get(key.org_id, 0) + 1
@@ -251,6 +251,10 @@ class Registry:
         for frame in recovery.frames:
             member.peer.send(frame)
         if first and len(session.members) > 1:  # nobody to tell in a room of one
+            count = len(participants)
+            joined = messages.presence_frame(
+                "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name, count=count
+            )
             session.broadcast(joined, exclude=member)
         return recovery
 
