@@ -86,6 +86,7 @@ def test_every_setting_has_a_flag_that_sets_it(tmp_path: Path) -> None:
         "ping_timeout": 1.0,
         "history_size": 5,
         "history_ttl": 60.0,
+        "idempotency_window": 30.0,
         "shutdown_timeout": 1.0,
         "static_dir": str(tmp_path),
         "rate_limit": 5.0,

@@ -108,6 +108,14 @@ class Config:
     ping_timeout: float = setting(2.0, "seconds a ping may go unanswered (at most --ping-interval)", low=0)
     history_size: int = setting(100, "messages kept per session for resume; 0 turns history off", low=0)
     history_ttl: float = setting(300.0, "seconds history outlives the session's last activity", low=0)
+    #: ``None`` follows ``history_ttl`` (see :attr:`idempotency_seconds`).
+    idempotency_window: float | None = setting(
+        None,
+        "seconds a message id (or an API idempotency_key) is remembered, so a resend is not "
+        "published twice; 0 turns duplicate detection off",
+        low=0,
+        shown="the value of --history-ttl",
+    )
     shutdown_timeout: float = setting(10.0, "seconds SIGTERM waits for clients to finish closing", low=0)
     static_dir: str = setting(
         DEFAULT_STATIC_DIR,
@@ -164,6 +172,11 @@ class Config:
         self._check_keys()
         if self.workers > 1 and self.broker == "memory":
             raise ConfigError("--workers above 1 needs --broker redis://...: the memory broker cannot share sessions")
+
+    @property
+    def idempotency_seconds(self) -> float:
+        """The idempotency window in effect: ``--idempotency-window``, else ``--history-ttl``."""
+        return self.history_ttl if self.idempotency_window is None else self.idempotency_window
 
     def _check_keys(self) -> None:
         if self.jwt_secret is None and self.jwt_public_key is None and not self.demo:

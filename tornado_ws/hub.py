@@ -21,7 +21,7 @@ from tornado_ws.auth import Claims, TokenVerifier
 from tornado_ws.brokers.base import MAX_BAN_SECONDS, Broker, SessionLimit
 from tornado_ws.brokers.memory import MemoryBroker
 from tornado_ws.config import Config
-from tornado_ws.core.protocol import encode_data, valid_session_id
+from tornado_ws.core.protocol import encode_data, valid_message_id, valid_session_id
 from tornado_ws.core.registry import Registry, SessionKey
 from tornado_ws.errors import CloseCode
 from tornado_ws.hooks import Authorize, Hooks, Observer, OnMessage
@@ -44,6 +44,7 @@ def _make_broker(config: Config) -> Broker:
             max_sessions_per_org=config.max_sessions_per_org,
             max_connections_per_user=config.max_connections_per_user,
             max_connections_per_org=config.max_connections_per_org,
+            idempotency_window=config.idempotency_seconds,
         )
 
     if config.broker == "memory":
@@ -53,7 +54,13 @@ def _make_broker(config: Config) -> Broker:
     # Order, history and presence live in Redis; the local registry only fans out. It holds the
     # caps too, which the RedisBroker enforces across nodes (but the per-org one, per process).
     local = registry(0, 0)
-    return RedisBroker(config.broker, local, history_size=config.history_size, history_ttl=config.history_ttl)
+    return RedisBroker(
+        config.broker,
+        local,
+        history_size=config.history_size,
+        history_ttl=config.history_ttl,
+        idempotency_window=config.idempotency_seconds,
+    )
 
 
 class Hub:
@@ -191,17 +198,39 @@ class Hub:
             raise ValueError(f"invalid session id {session_id[:40]!r}")
         return SessionKey(org_id, session_id)
 
-    async def publish(self, org_id: str, session_id: str, data: Any, *, user_id: str, name: str | None = None) -> int:
+    async def publish(
+        self,
+        org_id: str,
+        session_id: str,
+        data: Any,
+        *,
+        user_id: str,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Publish ``data`` to a session exactly like a client message; returns its seq.
 
-        Raises ``ValueError`` for a bad session id or data JSON cannot carry (NaN, lone
-        surrogates), ``BrokerUnavailable`` when Redis cannot be reached.
+        With ``idempotency_key`` (1-64 characters of ``[A-Za-z0-9._:-]``) it is a message
+        ``id``: the frame carries it, and a repeat of ``(org, session, user_id, key)`` within
+        ``--idempotency-window`` publishes nothing and returns the original seq.
+
+        Raises ``ValueError`` for a bad session id or key, or data JSON cannot carry (NaN,
+        lone surrogates), ``BrokerUnavailable`` when Redis cannot be reached.
         """
         key = self._key(org_id, session_id)
+        if idempotency_key is not None and not valid_message_id(idempotency_key):
+            raise ValueError("idempotency_key must be 1-64 characters of [A-Za-z0-9._:-]")
         data_json = encode_data(data)
         await self.state.ensure_started()
         try:
-            seq = await self.broker.publish(key, user_id=user_id, name=name, data_json=data_json)
+            if idempotency_key is None:
+                seq = await self.broker.publish(key, user_id=user_id, name=name, data_json=data_json)
+            else:
+                seq, duplicate = await self.broker.publish_once(
+                    key, user_id=user_id, name=name, data_json=data_json, message_id=idempotency_key
+                )
+                if duplicate:
+                    return seq
         except SessionLimit:
             raise ValueError(f"organization {org_id!r} is at its session limit") from None
         self.state.metrics.api_messages_in += 1

@@ -17,7 +17,7 @@ from tornado.ioloop import IOLoop
 
 from tests.brokers.redis_server import GARBAGE, RedisServer
 from tests.recording import RecordingPeer
-from tornado_ws.brokers.base import Broker, JoinRefused, SessionLimit
+from tornado_ws.brokers.base import Broker, JoinRefused, Published, SessionLimit
 from tornado_ws.brokers.memory import MemoryBroker
 from tornado_ws.brokers.redis import RedisBroker
 from tornado_ws.brokers.redis_scripts import SessionKeys, node_alive, node_sessions, user_connections
@@ -35,9 +35,11 @@ def make_nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[Node
     """``await make_nodes(**caps)``: two nodes whose registries have those caps (memory: one broker)."""
     started: list[Broker] = []
 
-    async def make(**caps: int) -> tuple[Broker, Broker]:
+    async def make(idempotency_window: float | None = None, **caps: int) -> tuple[Broker, Broker]:
         if request.param == "memory":
-            broker = MemoryBroker(Registry(history_size=5, history_ttl=60, **caps))
+            broker = MemoryBroker(
+                Registry(history_size=5, history_ttl=60, idempotency_window=idempotency_window, **caps)
+            )
             return broker, broker
         server: RedisServer = request.getfixturevalue("redis_server")
         server.flush()
@@ -47,6 +49,7 @@ def make_nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[Node
                 Registry(history_size=0, history_ttl=0, **caps),
                 history_size=5,
                 history_ttl=60,
+                idempotency_window=idempotency_window,
                 node_id=name,
             )
             for name in ("node-a", "node-b")
@@ -432,3 +435,63 @@ async def test_undecodable_presence_entries_never_block_a_session(
         assert peer(carol).frames[0]["participant_count"] == 2
     finally:
         await raw.aclose()
+
+
+# -- message ids: published once per (org, session, user, id) within the window --------------------
+
+
+async def test_a_message_id_is_published_once_per_org_session_and_user(nodes: tuple[Broker, Broker]) -> None:
+    a, b = nodes
+    watcher = member("watcher")
+    await b.join(watcher)
+    first = await a.publish_once(ROOM, user_id="alice", name=None, data_json='"hi"', message_id="m-1")
+    assert first == Published(1, False)
+    await peer(watcher).until(lambda p: len(p.messages()) == 1)
+    assert (peer(watcher).messages()[0]["id"], peer(watcher).messages()[0]["data"]) == ("m-1", "hi")
+    # The same (user, id) on either node: the original seq, nothing sent.
+    for node in (b, a):
+        again = await node.publish_once(ROOM, user_id="alice", name=None, data_json='"hi"', message_id="m-1")
+        assert again == Published(1, True)
+    # Another user, session or org with the same id is another message.
+    assert await b.publish_once(ROOM, user_id="bob", name=None, data_json='"b"', message_id="m-1") == Published(
+        2, False
+    )
+    other_session, other_org = SessionKey("acme", "room2"), SessionKey("globex", "room")
+    for key in (other_session, other_org):
+        assert await a.publish_once(key, user_id="alice", name=None, data_json="1", message_id="m-1") == Published(
+            1, False
+        )
+    await peer(watcher).until(lambda p: len(p.messages()) == 2)
+    await a.publish(ROOM, user_id="alice", name=None, data_json='"marker"')
+    await peer(watcher).until(lambda p: len(p.messages()) == 3)
+    assert [(f["seq"], f["user_id"], f.get("id")) for f in peer(watcher).messages()] == [
+        (1, "alice", "m-1"),
+        (2, "bob", "m-1"),
+        (3, "alice", None),  # published without an id: the frame has none
+    ]
+
+
+async def test_the_same_id_sent_to_two_nodes_at_once_is_published_once(nodes: tuple[Broker, Broker]) -> None:
+    a, b = nodes
+    results = await asyncio.gather(
+        *(
+            node.publish_once(ROOM, user_id="alice", name=None, data_json=str(n), message_id="race")
+            for n, node in enumerate((a, b, a, b))
+        )
+    )
+    assert sorted(results) == [Published(1, False), Published(1, True), Published(1, True), Published(1, True)]
+
+
+async def test_a_message_id_is_forgotten_after_the_window(make_nodes: NodeFactory) -> None:
+    a, b = await make_nodes(idempotency_window=0.2)
+    assert await a.publish_once(ROOM, user_id="alice", name=None, data_json="1", message_id="m") == Published(1, False)
+    assert await b.publish_once(ROOM, user_id="alice", name=None, data_json="1", message_id="m") == Published(1, True)
+    await asyncio.sleep(0.3)  # the window is the subject: real time must pass it
+    assert await b.publish_once(ROOM, user_id="alice", name=None, data_json="1", message_id="m") == Published(2, False)
+    # 0 turns detection off: every publish is new.
+    c, d = await make_nodes(idempotency_window=0)
+    key = SessionKey("acme", "off")
+    for expected, node in enumerate((c, d), 1):
+        assert await node.publish_once(key, user_id="alice", name=None, data_json="1", message_id="m") == Published(
+            expected, False
+        )

@@ -15,7 +15,9 @@ from tornado_ws.core.protocol import (
     Ping,
     Publish,
     encode_data,
+    error_frame,
     message_frame,
+    message_id_of,
     parse_client_message,
     valid_session_id,
 )
@@ -140,3 +142,52 @@ def test_wire_bytes_are_a_valid_unmasked_text_frame(size: int) -> None:
 )
 def test_session_id_rule(session_id: str, ok: bool) -> None:
     assert valid_session_id(session_id) is ok
+
+
+# -- message ids ---------------------------------------------------------------------------
+
+
+def test_a_message_id_is_parsed_and_rides_in_the_frame_before_data() -> None:
+    frame = parse_client_message('{"type":"message","id":"m-1.a:B_9","data":{"x":1}}')
+    assert frame == Publish('{"x":1}', "m-1.a:B_9")
+    assert parse_client_message('{"type":"message","data":1}') == Publish("1", None)
+    text = message_frame(
+        session_id="s", user_id="u", name=None, seq=3, ts=1.5, data_json='{"x":1}', message_id="m-1"
+    ).text
+    assert text == '{"type":"message","session_id":"s","user_id":"u","seq":3,"ts":1.5,"id":"m-1","data":{"x":1}}'
+    assert '"id"' not in message_frame(session_id="s", user_id="u", name=None, seq=3, ts=1.5, data_json="1").text
+
+
+@pytest.mark.parametrize("bad", ['""', '"' + "x" * 65 + '"', '"a b"', '"é"', '"a/b"', "5", "null", '["a"]', "true"])
+def test_a_bad_message_id_is_bad_frame_without_the_id(bad: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        parse_client_message(f'{{"type":"message","id":{bad},"data":1}}')
+    assert (caught.value.code, caught.value.message_id) == (ErrorCode.BAD_FRAME, None)
+
+
+def test_errors_about_a_message_with_a_valid_id_carry_it() -> None:
+    with pytest.raises(MessageError) as no_data:
+        parse_client_message('{"type":"message","id":"m1"}')
+    assert (no_data.value.code, no_data.value.message_id) == (ErrorCode.BAD_FRAME, "m1")
+    with pytest.raises(MessageError) as surrogate:
+        parse_client_message('{"type":"message","id":"m2","data":"\\ud83d"}')
+    assert (surrogate.value.code, surrogate.value.message_id) == (ErrorCode.BAD_JSON, "m2")
+    assert json.loads(error_frame("rate_limited", "x", "m3").text) == {
+        "type": "error",
+        "code": "rate_limited",
+        "message": "x",
+        "id": "m3",
+    }
+
+
+def test_message_id_of_reads_only_a_message_frames_valid_id() -> None:
+    assert message_id_of('{"type":"message","id":"m1","data":1}') == "m1"
+    for raw in (
+        '{"type":"message","data":"id"}',
+        '{"type":"ping","id":"m1"}',
+        '{"type":"message","id":"a b"}',
+        '{"id": not json',
+        b'{"type":"message","id":"m1"}',
+        '{"type":"message","data":{"id":"m1"}}',
+    ):
+        assert message_id_of(raw) is None, raw

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tornado_ws.core.protocol import OutFrame
-from tornado_ws.core.stream import Stream
+from tornado_ws.core.stream import PublishedIds, Stream
 
 
 def stream_with(n: int, size: int, epoch: str = "e1") -> Stream:
@@ -103,3 +103,16 @@ def test_a_client_that_drops_and_resumes_sees_a_gapless_stream_or_is_told(ops: l
     if connected and not told_not_recovered:
         assert seen == list(range(0, stream.last_seq + 1))
     assert seen == sorted(set(seen))  # never a duplicate, never out of order
+
+
+def test_published_ids_forget_by_age_and_drop_the_oldest_past_the_limit() -> None:
+    ids = PublishedIds(limit=3)
+    for n in range(3):
+        ids.add("alice", f"m{n}", n + 1, now=100.0 + n)
+    assert ids.seq_of("alice", "m0", deadline=0) == 1
+    assert ids.seq_of("bob", "m0", deadline=0) is None  # ids are per user
+    ids.add("alice", "m3", 4, now=103.0)  # over the limit: m0, the oldest, goes
+    assert (len(ids), ids.seq_of("alice", "m0", deadline=0), ids.seq_of("alice", "m3", deadline=0)) == (3, None, 4)
+    assert ids.seq_of("alice", "m1", deadline=101.0) is None  # published at 101: not after the deadline
+    assert ids.seq_of("alice", "m2", deadline=101.0) == 3
+    assert len(ids) == 2

@@ -9,7 +9,7 @@ both implementations pass ``tests/brokers/test_broker_contract.py``.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, NamedTuple
 
 from tornado_ws.core.registry import Membership, Registry, SessionKey
 from tornado_ws.core.stream import Recovery
@@ -57,6 +57,14 @@ class SessionLimit(JoinRefused):
         super().__init__(CloseCode.TRY_AGAIN_LATER, "too many sessions in this organization", "org_session_limit")
 
 
+class Published(NamedTuple):
+    """What :meth:`Broker.publish_once` did: the message's seq, and whether it was a repeat
+    (then ``seq`` is the original's and nothing was sent)."""
+
+    seq: int
+    duplicate: bool = False
+
+
 class Broker(abc.ABC):
     """Sequencing, history, presence and fan-out for the sessions of one node."""
 
@@ -82,6 +90,12 @@ class Broker(abc.ABC):
         """
         return None
 
+    def publish_once_now(
+        self, key: SessionKey, *, user_id: str, name: str | None, data_json: str, message_id: str
+    ) -> Published | None:
+        """:meth:`publish_once` synchronously when this broker can; None means "use it"."""
+        return None
+
     def leave_now(self, member: Membership) -> bool:
         """Leave synchronously when this broker can (no I/O); False means "use :meth:`leave`"."""
         return False
@@ -105,6 +119,15 @@ class Broker(abc.ABC):
         """Sequence a message and deliver it to every member of the session; returns its seq.
 
         :class:`SessionLimit` when ``key`` would be a new session over the org's cap."""
+
+    @abc.abstractmethod
+    async def publish_once(
+        self, key: SessionKey, *, user_id: str, name: str | None, data_json: str, message_id: str
+    ) -> Published:
+        """:meth:`publish` with the frame carrying ``"id": message_id``, unless ``user_id`` already
+        published ``message_id`` in ``key`` within the idempotency window: then nothing is sent
+        and the answer is the original seq with ``duplicate=True``. Decided atomically with the
+        sequencing, so two nodes receiving the same id at once publish it once."""
 
     @abc.abstractmethod
     async def presence(self, key: SessionKey) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tornado_ws.brokers.base import Broker, JoinRefused, SessionLimit
+from tornado_ws.brokers.base import Broker, JoinRefused, Published, SessionLimit
 from tornado_ws.core.registry import Membership, SessionKey
 from tornado_ws.core.stream import Recovery
 
@@ -39,6 +39,26 @@ class MemoryBroker(Broker):
         if not self.registry.has_room(key):
             raise SessionLimit()
         return self.registry.publish(key, user_id=user_id, name=name, data_json=data_json)
+
+    async def publish_once(
+        self, key: SessionKey, *, user_id: str, name: str | None, data_json: str, message_id: str
+    ) -> Published:
+        return self.publish_once_now(key, user_id=user_id, name=name, data_json=data_json, message_id=message_id)
+
+    def publish_once_now(
+        self, key: SessionKey, *, user_id: str, name: str | None, data_json: str, message_id: str
+    ) -> Published:
+        registry = self.registry
+        # A repeat is answered even where a new session would be refused: it is no new stream.
+        seq = registry.published_seq(key, user_id, message_id)
+        if seq is not None:
+            return Published(seq, True)
+        if not registry.has_room(key):
+            raise SessionLimit()
+        seq, duplicate = registry.publish_once(
+            key, user_id=user_id, name=name, data_json=data_json, message_id=message_id
+        )
+        return Published(seq, duplicate)
 
     async def presence(self, key: SessionKey) -> dict[str, Any]:
         return self.registry.presence(key)

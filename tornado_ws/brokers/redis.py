@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from tornado_ws.brokers import redis_scripts
-from tornado_ws.brokers.base import Broker, BrokerUnavailable, JoinRefused, SessionLimit
+from tornado_ws.brokers.base import Broker, BrokerUnavailable, JoinRefused, Published, SessionLimit
 from tornado_ws.brokers.redis_scripts import SessionKeys
 from tornado_ws.core import protocol as messages
 from tornado_ws.core.protocol import OutFrame
@@ -115,6 +115,7 @@ class RedisBroker(Broker):
         *,
         history_size: int = 100,
         history_ttl: float = 300.0,
+        idempotency_window: float | None = None,
         node_id: str | None = None,
         clock: Callable[[], float] = time.time,
         pubsub_url: str | None = None,
@@ -126,6 +127,9 @@ class RedisBroker(Broker):
         self.node_id = node_id or secrets.token_hex(6)
         self.history_size = history_size
         self.ttl = max(1, int(history_ttl))
+        #: Milliseconds a message id is remembered (None: history_ttl; 0: duplicates not detected).
+        window = history_ttl if idempotency_window is None else idempotency_window
+        self.window_ms = max(1, int(window * 1000)) if window > 0 else 0
         self._clock = clock
         options: dict[str, Any] = {
             "socket_connect_timeout": 1.0,
@@ -328,22 +332,45 @@ class RedisBroker(Broker):
             self._unfinished_leaves.append(member)  # retried by the heartbeat once Redis is back
 
     async def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
-        keys = SessionKeys.of(key)
-        before, after = messages.message_frame_parts(
-            session_id=key.session_id, user_id=user_id, name=name, ts=self._clock(), data_json=data_json
-        )
-        # A session with members here exists: its members' messages never meet the cap.
-        cap = 0 if key in self.registry.sessions else self.registry.max_sessions_per_org
-        seq = int(
-            await self._call(
-                "PUBLISH",
-                _encoded([keys.epoch, keys.seq, keys.history, keys.channel, redis_scripts.org_sessions(key.org_id)]),
-                _encoded([new_epoch(), self.history_size, self.ttl, before, after, key.session_id, cap]),
-            )
-        )
+        seq = int(await self._call("PUBLISH", *self._publish_script(key, user_id, name, data_json, None)))
         if seq < 0:
             raise SessionLimit()
         return seq
+
+    async def publish_once(
+        self, key: SessionKey, *, user_id: str, name: str | None, data_json: str, message_id: str
+    ) -> Published:
+        keys, args = self._publish_script(key, user_id, name, data_json, message_id)
+        if not self.window_ms:  # duplicates are not detected: the id only goes into the frame
+            seq = int(await self._call("PUBLISH", keys, args))
+            duplicate = False
+        else:
+            id_key = redis_scripts.message_id(key, user_id, message_id)
+            answer = await self._call("PUBLISH", [*keys, *_encoded([id_key])], [*args, self.window_ms])
+            seq, duplicate = int(answer[0]), bool(answer[1])
+        if seq < 0:
+            raise SessionLimit()
+        return Published(seq, duplicate)
+
+    def _publish_script(
+        self, key: SessionKey, user_id: str, name: str | None, data_json: str, message_id: str | None
+    ) -> tuple[list[bytes | int], list[bytes | int]]:
+        """The PUBLISH script's keys and args for one message (without the message-id key)."""
+        keys = SessionKeys.of(key)
+        before, after = messages.message_frame_parts(
+            session_id=key.session_id,
+            user_id=user_id,
+            name=name,
+            ts=self._clock(),
+            data_json=data_json,
+            message_id=message_id,
+        )
+        # A session with members here exists: its members' messages never meet the cap.
+        cap = 0 if key in self.registry.sessions else self.registry.max_sessions_per_org
+        return (
+            _encoded([keys.epoch, keys.seq, keys.history, keys.channel, redis_scripts.org_sessions(key.org_id)]),
+            _encoded([new_epoch(), self.history_size, self.ttl, before, after, key.session_id, cap]),
+        )
 
     async def presence(self, key: SessionKey) -> dict[str, Any]:
         entries = await self._do(lambda: self.redis.hvals(SessionKeys.of(key).presence))

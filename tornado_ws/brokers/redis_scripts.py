@@ -66,6 +66,11 @@ def ban(key: SessionKey, user_id: str) -> str:
     return f"tws:ban:{len(key.org_id)}:{key.org_id}:{len(key.session_id)}:{key.session_id}:{user_id}"
 
 
+def message_id(key: SessionKey, user_id: str, message_id: str) -> str:
+    """String with a TTL (the idempotency window): the seq ``user_id``'s message ``message_id`` got."""
+    org, sid = key
+    return f"tws:id:{len(org)}:{org}:{len(sid)}:{sid}:{len(user_id)}:{user_id}:{message_id}"
+
 
 def _lua(*names: str) -> str:
     """One script from its fragments in ``lua/`` (package data), joined in order."""

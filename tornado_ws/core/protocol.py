@@ -21,6 +21,8 @@ from tornado_ws.errors import ErrorCode
 
 MAX_SESSION_ID_LENGTH: Final = 128
 _SESSION_ID = re.compile(r"[A-Za-z0-9._~:\-]+")
+#: A message id (and the HTTP API's ``idempotency_key``): 1-64 characters of ``[A-Za-z0-9._:-]``.
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 
 def valid_session_id(session_id: str, max_length: int = MAX_SESSION_ID_LENGTH) -> bool:
@@ -28,20 +30,29 @@ def valid_session_id(session_id: str, max_length: int = MAX_SESSION_ID_LENGTH) -
     return len(session_id) <= max_length and _SESSION_ID.fullmatch(session_id) is not None
 
 
-class MessageError(ValueError):
-    """A client message (or payload) was refused; ``code`` and ``message`` go into an ``error``."""
+def valid_message_id(value: object) -> bool:
+    """A message's ``id`` (or an ``idempotency_key``): a string of 1-64 chars of ``[A-Za-z0-9._:-]``."""
+    return isinstance(value, str) and _MESSAGE_ID.fullmatch(value) is not None
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+
+class MessageError(ValueError):
+    """A client message (or payload) was refused; ``code``, ``message`` and the message's ``id``
+    (when it had a valid one) go into an ``error``."""
+
+    def __init__(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.message_id = message_id
 
 
 @dataclasses.dataclass(frozen=True)
 class Publish:
-    """``{"type": "message", "data": ...}``; ``data_json`` is the re-encoded data."""
+    """``{"type": "message", "data": ..., "id": ...}``; ``data_json`` is the re-encoded data,
+    ``id`` the sender's message id (None: no ack, no duplicate detection)."""
 
     data_json: str
+    id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +131,8 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     if not isinstance(kind, str):
         raise MessageError(ErrorCode.BAD_FRAME, 'a frame needs a string "type"')
     if kind == "message":
+        if "id" in obj:  # one dict lookup is all a message without an id pays
+            return _publish_with_id(obj)
         if "data" not in obj:
             raise MessageError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"')
         return Publish(encode_data(obj["data"]))
@@ -132,6 +145,34 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         return Refresh(token)
     # The type is not echoed: error frames never repeat client input.
     raise MessageError(ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message", "ping" or "refresh"')
+
+
+def _publish_with_id(obj: dict[str, Any]) -> Publish:
+    message_id = obj["id"]
+    if not valid_message_id(message_id):
+        # Not echoed in the error: an id we refuse is client input we do not repeat.
+        raise MessageError(ErrorCode.BAD_FRAME, 'a message "id" is 1-64 characters of [A-Za-z0-9._:-]')
+    if "data" not in obj:
+        raise MessageError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"', message_id)
+    try:
+        return Publish(encode_data(obj["data"]), message_id)
+    except MessageError as exc:
+        raise MessageError(exc.code, exc.message, message_id) from None
+
+
+def message_id_of(raw: str | bytes) -> str | None:
+    """The valid ``id`` of a ``message`` frame, or None: for an error about a frame not parsed yet
+    (``rate_limited``). A frame without the text ``"id"`` costs one substring search."""
+    if not isinstance(raw, str) or '"id"' not in raw:
+        return None
+    try:
+        obj = parse_json(raw)
+    except MessageError:
+        return None
+    if not isinstance(obj, dict) or obj.get("type") != "message":
+        return None
+    message_id = obj.get("id")
+    return message_id if valid_message_id(message_id) else None
 
 
 class OutFrame:
@@ -204,24 +245,51 @@ def presence_frame_parts(kind: str, *, session_id: str, user_id: str, name: str 
 
 
 def message_frame_parts(
-    *, session_id: str, user_id: str, name: str | None, ts: float, data_json: str
+    *, session_id: str, user_id: str, name: str | None, ts: float, data_json: str, message_id: str | None = None
 ) -> tuple[str, str]:
-    """The text of a ``message`` frame before and after its seq (a broker may splice the seq in)."""
+    """The text of a ``message`` frame before and after its seq (a broker may splice the seq in).
+
+    Fields in this order: type, session_id, user_id, name?, seq, ts, id?, data."""
     # Spliced rather than re-dumped: data_json was validated and encoded once on the way in.
     head = {"type": "message", "session_id": session_id, "user_id": user_id}
     if name is not None:
         head["name"] = name
     prefix = _COMPACT.encode(head)[:-1]
-    return f'{prefix},"seq":', f',"ts":{ts!r},"data":{data_json}}}'
+    if message_id is None:
+        return f'{prefix},"seq":', f',"ts":{ts!r},"data":{data_json}}}'
+    # A valid id is plain ASCII with nothing JSON escapes: quoting it is its encoding.
+    return f'{prefix},"seq":', f',"ts":{ts!r},"id":"{message_id}","data":{data_json}}}'
 
 
-def message_frame(*, session_id: str, user_id: str, name: str | None, seq: int, ts: float, data_json: str) -> OutFrame:
-    before, after = message_frame_parts(session_id=session_id, user_id=user_id, name=name, ts=ts, data_json=data_json)
+def message_frame(
+    *,
+    session_id: str,
+    user_id: str,
+    name: str | None,
+    seq: int,
+    ts: float,
+    data_json: str,
+    message_id: str | None = None,
+) -> OutFrame:
+    before, after = message_frame_parts(
+        session_id=session_id, user_id=user_id, name=name, ts=ts, data_json=data_json, message_id=message_id
+    )
     return OutFrame(f"{before}{seq}{after}")
 
 
-def error_frame(code: str, message: str) -> OutFrame:
-    return _dumps({"type": "error", "code": str(code), "message": message})
+def ack_frame(*, session_id: str, message_id: str, seq: int, duplicate: bool) -> OutFrame:
+    """``ack``: the message ``message_id`` has ``seq``; ``duplicate`` when it was published before."""
+    frame: dict[str, Any] = {"type": "ack", "session_id": session_id, "id": message_id, "seq": seq}
+    if duplicate:
+        frame["duplicate"] = True
+    return _dumps(frame)
+
+
+def error_frame(code: str, message: str, message_id: str | None = None) -> OutFrame:
+    """``error``; with the ``id`` of the message it refuses, when that message had one."""
+    if message_id is None:
+        return _dumps({"type": "error", "code": str(code), "message": message})
+    return _dumps({"type": "error", "code": str(code), "message": message, "id": message_id})
 
 
 def refreshed_frame(expires_at: float | None) -> OutFrame:

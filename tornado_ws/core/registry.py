@@ -18,7 +18,10 @@ from typing import Any, NamedTuple, Protocol
 
 from tornado_ws.core import protocol as messages
 from tornado_ws.core.protocol import OutFrame
-from tornado_ws.core.stream import Recovery, Stream, new_epoch
+from tornado_ws.core.stream import PublishedIds, Recovery, Stream, new_epoch
+
+#: Fewest message ids one session remembers (``10 * history_size`` when that is more).
+MIN_IDS_PER_SESSION = 1000
 
 
 class SessionKey(NamedTuple):
@@ -115,11 +118,16 @@ class Registry:
         max_sessions_per_org: int = 1000,
         max_connections_per_user: int = 8,
         max_connections_per_org: int = 10_000,
+        idempotency_window: float | None = None,
         clock: Callable[[], float] = time.time,
         epoch_factory: Callable[[], str] = new_epoch,
     ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
+        #: Seconds a message id is remembered (None: ``history_ttl``; 0: duplicates not detected).
+        #: An id lives in its session's stream, so never longer than the stream itself.
+        self.idempotency_window = history_ttl if idempotency_window is None else idempotency_window
+        self.max_ids_per_session = max(MIN_IDS_PER_SESSION, 10 * history_size)
         self.max_sessions_per_org = max_sessions_per_org
         self.max_connections_per_user = max_connections_per_user
         #: Connections of one org in this process; 0 turns the cap off.
@@ -310,15 +318,25 @@ class Registry:
 
     # -- messages ----------------------------------------------------------
 
-    def publish(self, key: SessionKey, *, user_id: str, name: str | None, data_json: str) -> int:
-        """Sequence ``data_json`` in session ``key`` and deliver it to every member."""
+    def publish(
+        self, key: SessionKey, *, user_id: str, name: str | None, data_json: str, message_id: str | None = None
+    ) -> int:
+        """Sequence ``data_json`` in session ``key`` and deliver it to every member.
+
+        ``message_id`` only goes into the frame; :meth:`publish_once` is what remembers it."""
         session = self.sessions.get(key)
         stream = session.stream if session else self._dormant.get(key)
         now = self._clock()
         seq = stream.next_seq() if stream is not None else 1
         # The frame first: one that cannot be built must not leave a new stream behind.
         frame = messages.message_frame(
-            session_id=key.session_id, user_id=user_id, name=name, seq=seq, ts=now, data_json=data_json
+            session_id=key.session_id,
+            user_id=user_id,
+            name=name,
+            seq=seq,
+            ts=now,
+            data_json=data_json,
+            message_id=message_id,
         )
         if stream is None:
             # A publish to a session nobody is in still starts its stream, so a
@@ -329,6 +347,32 @@ class Registry:
             self.deliveries += len(session.members)
             session.broadcast(frame)
         return seq
+
+    def published_seq(self, key: SessionKey, user_id: str, message_id: str) -> int | None:
+        """The seq of ``user_id``'s message ``message_id`` in ``key`` within the window, or None."""
+        window = self.idempotency_window
+        session = self.sessions.get(key)
+        stream = session.stream if session else self._dormant.get(key)
+        if window <= 0 or stream is None or stream.ids is None:
+            return None
+        return stream.ids.seq_of(user_id, message_id, self._clock() - window)
+
+    def publish_once(
+        self, key: SessionKey, *, user_id: str, name: str | None, data_json: str, message_id: str
+    ) -> tuple[int, bool]:
+        """:meth:`publish` unless ``user_id`` published ``message_id`` in ``key`` within the
+        idempotency window: then nothing is sent and the answer is ``(original seq, True)``."""
+        seq = self.published_seq(key, user_id, message_id)
+        if seq is not None:
+            return seq, True
+        seq = self.publish(key, user_id=user_id, name=name, data_json=data_json, message_id=message_id)
+        if self.idempotency_window > 0:
+            session = self.sessions.get(key)
+            stream = session.stream if session else self._dormant[key]
+            if stream.ids is None:
+                stream.ids = PublishedIds(self.max_ids_per_session)
+            stream.ids.add(user_id, message_id, seq, stream.last_activity)
+        return seq, False
 
     # -- driven by a multi-node broker ----------------------------------------
     # The broker owns order, history and global presence; this node only keeps
@@ -396,6 +440,10 @@ class Registry:
             if session.stream.last_activity < deadline:
                 session.stream.forget_history()
         now = self._clock()
+        id_deadline = now - self.idempotency_window
+        for stream in [*(s.stream for s in self.sessions.values()), *self._dormant.values()]:
+            if stream.ids is not None:
+                stream.ids.expire(id_deadline)
         for ban in [ban for ban, until in self._bans.items() if until <= now]:
             del self._bans[ban]
         return len(stale)

@@ -30,6 +30,45 @@ class Recovery:
 NOT_RECOVERED = Recovery(False)
 
 
+class PublishedIds:
+    """The message ids a stream published recently: ``(user_id, id) -> seq``, oldest first.
+
+    Bounded twice: entries older than the idempotency window go, and past ``limit`` entries the
+    oldest goes (a sender that floods ids forgets its own oldest, nobody else's memory grows).
+    """
+
+    __slots__ = ("_entries", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Insertion order is time order: expiry and eviction both pop from the front.
+        self._entries: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def seq_of(self, user_id: str, message_id: str, deadline: float) -> int | None:
+        """The seq ``message_id`` of ``user_id`` got, if it was published after ``deadline``."""
+        self.expire(deadline)
+        hit = self._entries.get((user_id, message_id))
+        return None if hit is None else hit[0]
+
+    def add(self, user_id: str, message_id: str, seq: int, now: float) -> None:
+        entries = self._entries
+        while len(entries) >= self.limit:
+            del entries[next(iter(entries))]
+        entries[(user_id, message_id)] = (seq, now)
+
+    def expire(self, deadline: float) -> None:
+        """Forget ids published at or before ``deadline``."""
+        entries = self._entries
+        while entries:
+            oldest = next(iter(entries))
+            if entries[oldest][1] > deadline:
+                return
+            del entries[oldest]
+
+
 class Stream:
     """One session's ordered stream of messages and the tail of it kept for resume."""
 
@@ -37,6 +76,8 @@ class Stream:
         self.epoch = epoch_factory()
         self.last_seq = 0
         self.last_activity = now
+        #: Created by the first publish with an id: a stream without ids pays nothing.
+        self.ids: PublishedIds | None = None
         self._frames: collections.deque[tuple[int, OutFrame]] = collections.deque(maxlen=history_size)
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ from tornado.web import StaticFileHandler
 from tornado_ws import hooks
 from tornado_ws.auth import AuthError, Claims, issue_token, safe_claim_text
 from tornado_ws.brokers.base import MAX_BAN_SECONDS, BrokerUnavailable, SessionLimit
-from tornado_ws.core.protocol import MessageError, encode_data, parse_json, valid_session_id
+from tornado_ws.core.protocol import MessageError, encode_data, parse_json, valid_message_id, valid_session_id
 from tornado_ws.core.registry import SessionKey
 from tornado_ws.errors import CloseCode
 from tornado_ws.metrics import CONTENT_TYPE
@@ -141,7 +141,8 @@ class ApiHandler(JsonHandler):
 
 
 class PublishHandler(ApiHandler):
-    """``POST /api/sessions/<id>/messages`` with ``{"data": ...}`` → ``{"seq": N}``."""
+    """``POST /api/sessions/<id>/messages`` with ``{"data": ..., "idempotency_key"?: ...}`` →
+    ``{"seq": N}``, or ``{"seq": N, "duplicate": true}`` for a key already published."""
 
     async def post(self, session_id: str) -> None:
         self.require_role(PUBLISH_ROLES)
@@ -152,16 +153,26 @@ class PublishHandler(ApiHandler):
             body = parse_json(self.request.body.decode("utf-8", errors="strict"))
             if not isinstance(body, dict) or "data" not in body:
                 raise ApiError(400, "bad_request", 'the body must be a JSON object with "data"')
+            idempotency_key = body.get("idempotency_key")
+            if "idempotency_key" in body and not valid_message_id(idempotency_key):
+                raise ApiError(400, "bad_request", "idempotency_key must be 1-64 characters of [A-Za-z0-9._:-]")
             data_json = encode_data(body["data"])
         except UnicodeDecodeError:
             raise ApiError(400, "bad_json", "the body is not UTF-8") from None
         except MessageError as exc:
             raise ApiError(400, str(exc.code), exc.message) from None
         await self.state.ensure_started()
+        claims, broker = self.claims, self.state.broker
         try:
-            seq = await self.state.broker.publish(
-                key, user_id=self.claims.user_id, name=self.claims.name, data_json=data_json
-            )
+            if idempotency_key is None:
+                seq = await broker.publish(key, user_id=claims.user_id, name=claims.name, data_json=data_json)
+            else:
+                seq, duplicate = await broker.publish_once(
+                    key, user_id=claims.user_id, name=claims.name, data_json=data_json, message_id=idempotency_key
+                )
+                if duplicate:
+                    self.finish({"seq": seq, "duplicate": True})
+                    return
         except SessionLimit:
             raise ApiError(429, "too_many_sessions", "this organization is at its session limit") from None
         except BrokerUnavailable:

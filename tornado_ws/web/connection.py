@@ -18,15 +18,18 @@ from collections.abc import Awaitable
 
 from tornado_ws import hooks
 from tornado_ws.auth import AuthError, Claims
-from tornado_ws.brokers.base import BrokerUnavailable
+from tornado_ws.brokers.base import BrokerUnavailable, Published
 from tornado_ws.core.protocol import (
     PONG,
     MessageError,
     OutFrame,
     Ping,
+    Publish,
     Refresh,
+    ack_frame,
     encode_data,
     error_frame,
+    message_id_of,
     parse_client_message,
     refreshed_frame,
 )
@@ -175,21 +178,25 @@ class Connection(WebSocketConnection):
             return None
         if self._bucket is not None and not self._bucket.allow():
             self.state.metrics.rate_limited += 1
-            self.send(error_frame(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped"))
+            # The id says which message was dropped; reading it parses only frames that hold "id".
+            dropped = "too many frames; this one was dropped"
+            self.send(error_frame(ErrorCode.RATE_LIMITED, dropped, message_id_of(message)))
             return None
         try:
             frame = parse_client_message(message)
         except MessageError as exc:
-            self.send(error_frame(exc.code, exc.message))
+            self.send(error_frame(exc.code, exc.message, exc.message_id))
             return None
         if isinstance(frame, Ping):
             self.send(PONG)
         elif isinstance(frame, Refresh):
             return self._refresh(member, frame.token)
         elif VIEWER_ROLE in claims.roles:
-            self.send(error_frame(ErrorCode.FORBIDDEN, "viewers may not send messages"))
+            self.send(error_frame(ErrorCode.FORBIDDEN, "viewers may not send messages", frame.id))
         elif self.state.hooks.on_message is not None:
-            return self._publish_through_hook(member, claims, frame.data_json)
+            return self._publish_through_hook(member, claims, frame)
+        elif frame.id is not None:
+            return self._publish_once_fast(member, frame.data_json, frame.id)
         else:
             return self._publish_fast(member, frame.data_json)
         return None
@@ -211,38 +218,77 @@ class Connection(WebSocketConnection):
         self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
         return None
 
-    async def _publish(self, member: Membership, data_json: str) -> None:
+    def _publish_once_fast(self, member: Membership, data_json: str, message_id: str) -> Awaitable[None] | None:
+        """A message with an id: published once per (user, id) within the window, then acked."""
         try:
             started = time.perf_counter()
-            await self.state.broker.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
-            self.state.metrics.messages_in += 1
-            self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
-        except BrokerUnavailable as exc:
-            log.warning("publish failed session=%s: %s", member.key.session_id, exc)
-            self.send(
-                error_frame(ErrorCode.UNAVAILABLE, "the message broker is unreachable; the frame was not delivered")
+            published = self.state.broker.publish_once_now(
+                member.key, user_id=member.user_id, name=member.name, data_json=data_json, message_id=message_id
             )
         except Exception:
             log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
-            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered", message_id))
+            return None
+        if published is None:
+            return self._publish(member, data_json, message_id)
+        self._acknowledge(member, message_id, published, started)
+        return None
 
-    async def _publish_through_hook(self, member: Membership, claims: Claims, data_json: str) -> None:
+    def _acknowledge(self, member: Membership, message_id: str, published: Published, started: float) -> None:
+        if not published.duplicate:
+            self.state.metrics.messages_in += 1
+            self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
+        self.send(
+            ack_frame(
+                session_id=member.key.session_id,
+                message_id=message_id,
+                seq=published.seq,
+                duplicate=published.duplicate,
+            )
+        )
+
+    async def _publish(self, member: Membership, data_json: str, message_id: str | None = None) -> None:
+        broker = self.state.broker
+        try:
+            started = time.perf_counter()
+            if message_id is None:
+                await broker.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
+                self.state.metrics.messages_in += 1
+                self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
+            else:
+                published = await broker.publish_once(
+                    member.key, user_id=member.user_id, name=member.name, data_json=data_json, message_id=message_id
+                )
+                self._acknowledge(member, message_id, published, started)
+        except BrokerUnavailable as exc:
+            log.warning("publish failed session=%s: %s", member.key.session_id, exc)
+            self.send(
+                error_frame(
+                    ErrorCode.UNAVAILABLE, "the message broker is unreachable; the frame was not delivered", message_id
+                )
+            )
+        except Exception:
+            log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
+            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered", message_id))
+
+    async def _publish_through_hook(self, member: Membership, claims: Claims, frame: Publish) -> None:
         hook = self.state.hooks.on_message
         assert hook is not None
+        data_json, message_id = frame.data_json, frame.id
         data = json.loads(data_json)
         try:
             result = await hooks.call(hook, claims, member.key.session_id, data)
             if result is not None:
                 data_json = encode_data(result)
         except hooks.Reject as exc:
-            self.send(error_frame(exc.code, exc.message))
+            self.send(error_frame(exc.code, exc.message, message_id))
             return
         except Exception:
             log.exception("on_message hook failed session=%s user=%s", member.key.session_id, member.user_id)
-            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered", message_id))
             return
         if self.membership is member:  # still connected after the hook
-            await self._publish(member, data_json)
+            await self._publish(member, data_json, message_id)
 
     # -- Peer --------------------------------------------------------------
 
