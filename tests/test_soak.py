@@ -1,6 +1,6 @@
 """The bounded soak (bench/soak.py) as a CI test: a short run against the CLI server, fully audited.
 
-``TORNADO_WS_SOAK_SECONDS`` sets the churn time (default 20 s: the whole suite has a 5-minute
+``TORNADO_WS_SOAK_SECONDS`` sets the churn time (default 15 s: the whole suite has a 5-minute
 budget; use less on a slow machine, more for a real soak: ``python -m bench.soak --duration 600``).
 """
 
@@ -11,7 +11,7 @@ import os
 
 from bench.soak import render, soak
 
-SECONDS = float(os.environ.get("TORNADO_WS_SOAK_SECONDS", "20"))
+SECONDS = float(os.environ.get("TORNADO_WS_SOAK_SECONDS", "15"))
 
 
 def test_soak_streams_are_gapless_and_the_server_returns_to_its_baseline() -> None:
