@@ -121,7 +121,7 @@ def encode_data(data: Any) -> str:
 
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
-    """Parse one client frame or raise :class:`MessageError`."""
+    """Parse one client message or raise :class:`MessageError`."""
     if isinstance(raw, bytes):
         raise MessageError(ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not supported; send JSON text")
     obj = parse_json(raw)
@@ -255,10 +255,9 @@ def message_frame_parts(
     if name is not None:
         head["name"] = name
     prefix = _COMPACT.encode(head)[:-1]
-    if message_id is None:
-        return f'{prefix},"seq":', f',"ts":{ts!r},"data":{data_json}}}'
     # A valid id is plain ASCII with nothing JSON escapes: quoting it is its encoding.
-    return f'{prefix},"seq":', f',"ts":{ts!r},"id":"{message_id}","data":{data_json}}}'
+    id_field = "" if message_id is None else f',"id":"{message_id}"'
+    return f'{prefix},"seq":', f',"ts":{ts!r}{id_field},"data":{data_json}}}'
 
 
 def message_frame(

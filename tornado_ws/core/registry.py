@@ -325,7 +325,7 @@ class Registry:
 
         ``message_id`` only goes into the frame; :meth:`publish_once` is what remembers it."""
         session = self.sessions.get(key)
-        stream = session.stream if session else self._dormant.get(key)
+        stream = session.stream if session is not None else self._dormant.get(key)  # hot: one lookup
         now = self._clock()
         seq = stream.next_seq() if stream is not None else 1
         # The frame first: one that cannot be built must not leave a new stream behind.
@@ -348,11 +348,15 @@ class Registry:
             session.broadcast(frame)
         return seq
 
+    def _stream_of(self, key: SessionKey) -> Stream | None:
+        """The stream of ``key``: its live session's, or a dormant one kept for resume."""
+        session = self.sessions.get(key)
+        return session.stream if session is not None else self._dormant.get(key)
+
     def published_seq(self, key: SessionKey, user_id: str, message_id: str) -> int | None:
         """The seq of ``user_id``'s message ``message_id`` in ``key`` within the window, or None."""
         window = self.idempotency_window
-        session = self.sessions.get(key)
-        stream = session.stream if session else self._dormant.get(key)
+        stream = self._stream_of(key)
         if window <= 0 or stream is None or stream.ids is None:
             return None
         return stream.ids.seq_of(user_id, message_id, self._clock() - window)
@@ -366,9 +370,8 @@ class Registry:
         if seq is not None:
             return seq, True
         seq = self.publish(key, user_id=user_id, name=name, data_json=data_json, message_id=message_id)
-        if self.idempotency_window > 0:
-            session = self.sessions.get(key)
-            stream = session.stream if session else self._dormant[key]
+        stream = self._stream_of(key)
+        if self.idempotency_window > 0 and stream is not None:  # publish() made one if there was none
             if stream.ids is None:
                 stream.ids = PublishedIds(self.max_ids_per_session)
             stream.ids.add(user_id, message_id, seq, stream.last_activity)
