@@ -197,6 +197,45 @@ class Client:
         assert frame == {"type": "pong"}, f"unexpected frame {frame}"
 
 
+class MuxClient(Client):
+    """A real client of ``/ws``: one socket, many sessions. ``connected`` is its first frame."""
+
+    def __init__(self, ws: ClientConnection, connected: dict[str, Any]) -> None:
+        super().__init__(ws)
+        self.connected = connected
+
+    async def join(self, session: str, **fields: Any) -> dict[str, Any]:
+        """Join ``session``; return its welcome (any other frame first fails the test)."""
+        await self.send({"type": "join", "session": session, **fields})
+        welcome = await self.recv()
+        assert welcome["type"] == "welcome" and welcome["session_id"] == session, welcome
+        return welcome
+
+    async def refused(self, session: str, **fields: Any) -> dict[str, Any]:
+        """Join ``session`` expecting a refusal; return its ``left`` frame."""
+        await self.send({"type": "join", "session": session, **fields})
+        left = await self.recv()
+        assert left["type"] == "left", left
+        return left
+
+    async def leave(self, session: str) -> dict[str, Any]:
+        await self.send({"type": "leave", "session": session})
+        return await self.recv_type("left")
+
+    async def publish_in(self, session: str, data: Any, message_id: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "message", "session": session, "data": data}
+        if message_id is not None:
+            frame["id"] = message_id
+        await self.send(frame)
+
+    async def recv_in(self, session: str, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """Next frame of type ``kind`` in ``session``, skipping every other frame."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == kind and frame.get("session_id") == session:
+                return frame
+
+
 def ws_url(port: int, session: str, token: str | None = None, **query: Any) -> str:
     url = f"ws://127.0.0.1:{port}/ws/{session}"
     params = {**({"token": token} if token is not None else {}), **query}
@@ -240,6 +279,20 @@ class Clients:
         welcome = await client.recv()
         assert welcome["type"] == "welcome", welcome
         return client, welcome
+
+    async def mux(self, sub: str = "alice", org: str = "acme", *, token: str | None = None, **claims: Any) -> MuxClient:
+        """A ``/ws`` connection with a fresh token (or ``token``); ``connected`` already read."""
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{self.port}/ws?token={token or make_token(sub, org, **claims)}",
+            max_queue=None,
+            open_timeout=TIMEOUT,
+        )
+        raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        connected = json.loads(raw)
+        client = MuxClient(ws, connected)
+        self.opened.append(client)
+        assert connected["type"] == "connected", connected
+        return client
 
     async def close_all(self) -> None:
         for client in self.opened:

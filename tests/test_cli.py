@@ -92,6 +92,7 @@ def test_every_setting_has_a_flag_that_sets_it(tmp_path: Path) -> None:
         "rate_limit": 5.0,
         "rate_burst": 7,
         "max_connections_per_user": 2,
+        "max_sessions_per_connection": 12,
         "max_outbound_buffer": 4096,
         "max_connections": 10,
         "max_connections_per_org": 3,

@@ -138,8 +138,6 @@ def _time_refusal(payload: Mapping[str, Any], now: float, leeway: float) -> str 
     return None
 
 
-
-
 class TokenVerifier:
     """Verifies tokens against one key per pinned algorithm."""
 

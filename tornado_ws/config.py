@@ -26,6 +26,7 @@ MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 #: Longest session id any deployment may allow (ids travel in every frame and log line).
 MAX_SESSION_ID_LIMIT = 1024
 
+
 def _default_static_dir() -> str:
     """The demo page: ``tornado_ws/static`` in an installed wheel, ``static/`` in a checkout."""
     package = Path(__file__).resolve().parent
@@ -52,13 +53,13 @@ def _is_broker(url: str) -> bool:
 def _is_dir(path: str) -> bool:
     return Path(path).is_dir()
 
+
 #: Where the CLI finds the secrets when their flags are absent: a flag is visible in ``ps``.
 ENV_SECRET = "TORNADO_WS_JWT_SECRET"
 ENV_METRICS_TOKEN = "TORNADO_WS_METRICS_TOKEN"
 
 NO_KEY_MESSAGE = (
-    f"no JWT key configured: pass --jwt-secret SECRET (or set {ENV_SECRET}), "
-    "--jwt-public-key PATH, or run with --demo"
+    f"no JWT key configured: pass --jwt-secret SECRET (or set {ENV_SECRET}), --jwt-public-key PATH, or run with --demo"
 )
 
 
@@ -127,7 +128,13 @@ class Config:
     rate_limit: float = setting(20.0, "inbound frames per second per connection (token bucket); 0 turns it off", low=0)
     rate_burst: int = setting(40, "inbound burst per connection", low=1)
     max_connections_per_user: int = setting(
-        8, "open connections per org and user across sessions; the next one is closed 1013", low=1
+        8,
+        "open connections per org and user across sessions (a /ws socket in many sessions is one);"
+        " the next one is closed 1013",
+        low=1,
+    )
+    max_sessions_per_connection: int = setting(
+        100, "sessions one /ws connection may be in at once; the next join gets left 1013", low=1
     )
     max_outbound_buffer: int = setting(
         1 << 20, "unsent bytes a connection may queue before it is cut as a slow consumer (4008)", low=1024

@@ -58,3 +58,5 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    ALREADY_JOINED = "already_joined"  # /ws: a join of a session this connection is in
+    NOT_JOINED = "not_joined"  # /ws: a message or leave for a session this connection is not in

@@ -29,7 +29,7 @@ from tornado_ws.logs import install_redaction, log_request
 from tornado_ws.metrics import Metrics
 from tornado_ws.web.api import DemoTokenHandler, HealthHandler, NotFoundHandler, PageHandler, api_routes
 from tornado_ws.web.connection import Connection
-from tornado_ws.web.handler import SessionHandler
+from tornado_ws.web.handler import MultiplexHandler, SessionHandler
 from tornado_ws.web.state import AppState
 
 #: How often idle history is swept (ms); the TTL is a lower bound, not exact.
@@ -107,14 +107,19 @@ class Hub:
         self.handler_class: type[SessionHandler] = type(
             "SessionHandler", (SessionHandler,), {"registry": self.registry}
         )
+        #: This hub's ``/ws`` handler (one connection, many sessions), bound the same way.
+        self.multiplex_handler_class: type[MultiplexHandler] = type(
+            "MultiplexHandler", (MultiplexHandler,), {"registry": self.registry}
+        )
 
     # -- mounting ------------------------------------------------------------------
 
     def routes(self, prefix: str = "") -> list[URLSpec]:
-        """The hub's routes under ``prefix``: ``/ws/<id>``, ``/api/...``, health, metrics, demo token."""
+        """The hub's routes under ``prefix``: ``/ws``, ``/ws/<id>``, ``/api/...``, health, metrics, demo token."""
         prefix = prefix.rstrip("/")
         kwargs = {"state": self.state}
         rules: list[Any] = [
+            (r"/ws", self.multiplex_handler_class, kwargs),
             (r"/ws/(.*)", self.handler_class, kwargs),
             (r"/healthz", HealthHandler),
             *api_routes(self.state),
@@ -172,6 +177,9 @@ class Hub:
             peer = member.peer
             if isinstance(peer, Connection):
                 peer.keepalive(now, wall, interval, timeout)
+        for connection in list(self.state.multiplexed):
+            if isinstance(connection, Connection):
+                connection.keepalive(now, wall, interval, timeout)
 
     def stop(self) -> None:
         for timer in (self._sweeper, self._pinger):
@@ -182,6 +190,8 @@ class Hub:
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         """Mark the hub draining and ask every connection to close (``1001`` by default)."""
         self.state.draining = True
+        for connection in list(self.state.multiplexed):
+            connection.close(code, reason)
         self.registry.close_all(code, reason)
 
     # -- server-side calls -------------------------------------------------------------

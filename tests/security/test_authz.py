@@ -63,9 +63,7 @@ async def _fetch(url: str, method: str, token: str, body: Any) -> tuple[int, dic
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES, ids=["publish", "presence", "kick"])
-async def test_api_applies_the_embedding_apps_authorize_hook(
-    io_loop: Any, method: str, path: str, body: Any
-) -> None:
+async def test_api_applies_the_embedding_apps_authorize_hook(io_loop: Any, method: str, path: str, body: Any) -> None:
     async def authorize(claims: Claims, session_id: str) -> bool:
         if session_id == "broken":
             raise RuntimeError("database down")
@@ -162,4 +160,3 @@ async def test_refresh_goes_through_the_authorize_hook(io_loop: Any, caplog: pyt
         await pool.close_all()
         await server.stop()
     caplog.clear()  # the hook's failure is logged at ERROR on purpose
-

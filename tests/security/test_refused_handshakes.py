@@ -39,9 +39,7 @@ async def hang_up(reader: asyncio.StreamReader, timeout: float) -> None:
         assert await asyncio.wait_for(reader.read(), timeout) == b""
 
 
-async def test_a_refused_socket_that_never_answers_is_released_promptly(
-    clients: Clients, port: int, app: Any
-) -> None:
+async def test_a_refused_socket_that_never_answers_is_released_promptly(clients: Clients, port: int, app: Any) -> None:
     lingering = app.settings["state"].lingering
     canary = await Canary.open(clients)
     async with canary.throughout():

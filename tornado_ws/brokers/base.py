@@ -108,7 +108,20 @@ class Broker(abc.ABC):
         Admission is part of the join, atomically: :class:`JoinRefused` when the user is
         banned from the session, the org is at ``max_connections_per_org`` in this process,
         the user at ``max_connections_per_user`` or (:class:`SessionLimit`) the org at
-        ``max_sessions_per_org``; the last two count every node."""
+        ``max_sessions_per_org``; the last two count every node. A membership with
+        ``counts_connection=False`` (``/ws``) skips the two connection caps: its connection
+        was counted by :meth:`connect`."""
+
+    @abc.abstractmethod
+    async def connect(self, org_id: str, user_id: str, connection_id: str) -> None:
+        """Count a ``/ws`` connection (in no session yet) against the caps: :class:`JoinRefused`
+        when the org is at ``max_connections_per_org`` in this process or the user at
+        ``max_connections_per_user`` (every node). Its memberships (``counts_connection=False``)
+        are then admitted without counting it again."""
+
+    @abc.abstractmethod
+    async def disconnect(self, org_id: str, user_id: str, connection_id: str) -> None:
+        """Release what a successful :meth:`connect` counted (once per connection; never raises)."""
 
     @abc.abstractmethod
     async def leave(self, member: Membership) -> None:

@@ -17,13 +17,25 @@ class MemoryBroker(Broker):
         # No await between these checks and the join: nothing can slip in between.
         if registry.banned(key, member.user_id):
             raise JoinRefused.banned()
-        if registry.org_full(key.org_id):
-            raise JoinRefused.org_connections()
-        if registry.user_connections(key.org_id, member.user_id) >= registry.max_connections_per_user:
-            raise JoinRefused.user_connections()
+        if member.counts_connection:
+            self._admit(key.org_id, member.user_id)
         if not registry.has_room(key):
             raise SessionLimit()
         return registry.join(member, epoch=epoch, since=since)
+
+    def _admit(self, org_id: str, user_id: str) -> None:
+        registry = self.registry
+        if registry.org_full(org_id):
+            raise JoinRefused.org_connections()
+        if registry.user_connections(org_id, user_id) >= registry.max_connections_per_user:
+            raise JoinRefused.user_connections()
+
+    async def connect(self, org_id: str, user_id: str, connection_id: str) -> None:
+        self._admit(org_id, user_id)
+        self.registry.count_connection(org_id, user_id, +1)
+
+    async def disconnect(self, org_id: str, user_id: str, connection_id: str) -> None:
+        self.registry.count_connection(org_id, user_id, -1)
 
     async def leave(self, member: Membership) -> None:
         self.leave_now(member)

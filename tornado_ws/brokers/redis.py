@@ -145,15 +145,18 @@ class RedisBroker(Broker):
         self._pubsub_client = aioredis.Redis.from_url(self._pubsub_url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
-            for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "REAP", "KEEP")
+            for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "ADMIT", "REAP", "KEEP")
         }
         self._pubsub: Any = None
         self._channels: dict[bytes, SessionKey] = {}
         self._confirmed: dict[bytes, asyncio.Event] = {}
         self._epochs: dict[SessionKey, str] = {}
         self._seen: dict[SessionKey, int] = {}
-        self._active: dict[str, Membership] = {}
+        #: Memberships joined or joining through this node (a /ws connection has one per session).
+        self._active: set[Membership] = set()
         self._unfinished_leaves: list[Membership] = []
+        #: /ws connections whose release from the user's count failed: (org, user, connection id).
+        self._unfinished_disconnects: list[tuple[str, str, str]] = []
         #: Sessions whose gap is being filled from history; their live frames wait here as
         #: (epoch, seq, frame). Empty unless the pub/sub reconnected or a seq was skipped.
         self._held: dict[SessionKey, list[tuple[str, int, OutFrame]]] = {}
@@ -237,8 +240,8 @@ class RedisBroker(Broker):
     async def join(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery:
         key, keys = member.key, SessionKeys.of(member.key)
         registry = self.registry
-        if registry.org_full(key.org_id):  # per process; no await until attach() counts this one
-            raise JoinRefused.org_connections()
+        if member.counts_connection and registry.org_full(key.org_id):
+            raise JoinRefused.org_connections()  # per process; no await until attach() counts this one
         # Everything that can fail is computed before Redis or the registry changes: a claim no
         # frame can carry raises here, not after its presence entry was written.
         messages.presence_frame_parts(
@@ -269,25 +272,25 @@ class RedisBroker(Broker):
                 json.dumps(list(key)),
                 self.node_id,
                 key.session_id,
-                registry.max_connections_per_user,
+                registry.max_connections_per_user if member.counts_connection else -1,
                 registry.max_sessions_per_org,
             ]
         )
-        self._active[member.connection_id] = member
+        self._active.add(member)
         registry.attach(member)
         try:
             await self._subscribe(key)
             result = await self._call("JOIN", script_keys, script_args)
         except (BrokerUnavailable, RedisError, OSError) as exc:
-            self._active.pop(member.connection_id, None)
+            self._active.discard(member)
             self._detach(member)
             raise BrokerUnavailable(str(exc)) from None
         if len(result) == 1:  # refused: the script changed nothing
-            self._active.pop(member.connection_id, None)
+            self._active.discard(member)
             self._detach(member)
             raise _REFUSALS[result[0]]()
         first, entries, snap = result
-        if member.connection_id not in self._active:  # it left while we waited on Redis
+        if member not in self._active:  # it left while we waited on Redis
             await self._presence_leave(member)
             return Recovery(False)
         stream_epoch, last_seq, recovered, frames = snap[0].decode(), int(snap[1]), bool(snap[2]), snap[3]
@@ -322,9 +325,38 @@ class RedisBroker(Broker):
             await self._announce("user_joined", key, member.user_id, member.name, len(participants), member)
         return Recovery(recovered, replay)
 
+    async def connect(self, org_id: str, user_id: str, connection_id: str) -> None:
+        registry = self.registry
+        if registry.org_full(org_id):
+            raise JoinRefused.org_connections()
+        registry.count_connection(org_id, user_id, +1)  # before the await: the per-process cap holds
+        user = redis_scripts.user_connections(org_id, user_id)
+        try:
+            admitted = await self._call(
+                "ADMIT", _encoded([user]), _encoded([connection_id, self.node_id, registry.max_connections_per_user])
+            )
+        except BaseException:
+            registry.count_connection(org_id, user_id, -1)
+            raise
+        if not admitted:
+            registry.count_connection(org_id, user_id, -1)
+            raise JoinRefused.user_connections()
+
+    async def disconnect(self, org_id: str, user_id: str, connection_id: str) -> None:
+        self.registry.count_connection(org_id, user_id, -1)
+        try:
+            await self._release_connection(org_id, user_id, connection_id)
+        except BrokerUnavailable:
+            self._unfinished_disconnects.append((org_id, user_id, connection_id))  # the heartbeat retries
+
+    async def _release_connection(self, org_id: str, user_id: str, connection_id: str) -> None:
+        user = redis_scripts.user_connections(org_id, user_id)
+        await self._do(lambda: self.redis.hdel(user, connection_id))
+
     async def leave(self, member: Membership) -> None:
-        if self._active.pop(member.connection_id, None) is None:
+        if member not in self._active:
             return
+        self._active.discard(member)
         self._detach(member)
         try:
             await self._presence_leave(member)
@@ -395,8 +427,9 @@ class RedisBroker(Broker):
             "user_left", session_id=member.key.session_id, user_id=member.user_id, name=member.name
         )
         user = redis_scripts.user_connections(member.key.org_id, member.user_id)
+        release = "1" if member.counts_connection else "0"
         await self._call(
-            "LEAVE", [keys.presence, keys.channel, user], [member.connection_id, member.user_id, before, after]
+            "LEAVE", [keys.presence, keys.channel, user], [member.connection_id, member.user_id, before, after, release]
         )
 
     async def _announce(
@@ -658,6 +691,13 @@ class RedisBroker(Broker):
                 await self._presence_leave(member)
             except BrokerUnavailable:
                 self._unfinished_leaves.append(member)
+        released, self._unfinished_disconnects = self._unfinished_disconnects, []
+        for index, connection in enumerate(released):
+            try:
+                await self._release_connection(*connection)
+            except BrokerUnavailable:
+                self._unfinished_disconnects.extend(released[index:])
+                break
         for raw in await self.redis.smembers(redis_scripts.NODES):
             node = _text(raw)
             if node != self.node_id and not await self.redis.exists(redis_scripts.node_alive(node)):

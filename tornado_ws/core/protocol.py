@@ -39,20 +39,44 @@ class MessageError(ValueError):
     """A client message (or payload) was refused; ``code``, ``message`` and the message's ``id``
     (when it had a valid one) go into an ``error``."""
 
-    def __init__(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, message_id: str | None = None, session_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.message_id = message_id
+        #: The session the refused frame named (``/ws``), when it named one we can repeat.
+        self.session_id = session_id
 
 
 @dataclasses.dataclass(frozen=True)
 class Publish:
-    """``{"type": "message", "data": ..., "id": ...}``; ``data_json`` is the re-encoded data,
-    ``id`` the sender's message id (None: no ack, no duplicate detection)."""
+    """``{"type": "message", "data": ..., "id": ..., "session": ...}``; ``data_json`` is the
+    re-encoded data, ``id`` the sender's message id (None: no ack, no duplicate detection),
+    ``session`` the session it names (on ``/ws``; None when it names none)."""
 
     data_json: str
     id: str | None = None
+    session: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Join:
+    """``{"type": "join", "session": ..., "since": N, "epoch": ...}`` (``/ws``): join a session,
+    resuming after ``since`` of ``epoch`` when both are given. ``since`` is None unless it is a
+    non-negative integer of at most 18 digits (the rule of the ``?since=`` query argument)."""
+
+    session: str
+    since: int | None = None
+    epoch: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Leave:
+    """``{"type": "leave", "session": ...}`` (``/ws``)."""
+
+    session: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +91,9 @@ class Refresh:
     token: str = dataclasses.field(repr=False)
 
 
-ClientMessage = Publish | Ping | Refresh
+ClientMessage = Publish | Ping | Refresh | Join | Leave
+#: The largest ``since`` a client may send: Redis's 64-bit counter never gets there.
+MAX_SINCE = 10**18 - 1
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -131,7 +157,7 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     if not isinstance(kind, str):
         raise MessageError(ErrorCode.BAD_FRAME, 'a frame needs a string "type"')
     if kind == "message":
-        if "id" in obj:  # one dict lookup is all a message without an id pays
+        if "id" in obj or "session" in obj:  # one dict lookup is all a plain message pays
             return _publish_with_id(obj)
         if "data" not in obj:
             raise MessageError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"')
@@ -143,21 +169,51 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         if not isinstance(token, str) or not token:
             raise MessageError(ErrorCode.BAD_FRAME, 'a "refresh" frame needs a string "token"')
         return Refresh(token)
+    if kind == "join":
+        return _join(obj)
+    if kind == "leave":
+        return Leave(_session_of(obj))
     # The type is not echoed: error frames never repeat client input.
-    raise MessageError(ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message", "ping" or "refresh"')
+    raise MessageError(
+        ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message", "join", "leave", "ping" or "refresh"'
+    )
+
+
+def _session_of(obj: dict[str, Any]) -> str:
+    """The ``session`` a frame names: any string a frame can repeat (an invalid session id is the
+    join's refusal to make, in a ``left`` frame that names it)."""
+    session = obj.get("session")
+    if not isinstance(session, str):
+        raise MessageError(ErrorCode.BAD_FRAME, 'this frame needs a string "session"')
+    try:
+        session.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageError(ErrorCode.BAD_FRAME, 'a "session" with a lone surrogate is no session id') from None
+    return session
+
+
+def _join(obj: dict[str, Any]) -> Join:
+    session = _session_of(obj)
+    since, epoch = obj.get("since"), obj.get("epoch")
+    # As the query arguments: a resume point that is not one is ignored, and the join starts fresh.
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SINCE:
+        since = None
+    return Join(session, since, epoch if isinstance(epoch, str) else None)
 
 
 def _publish_with_id(obj: dict[str, Any]) -> Publish:
-    message_id = obj["id"]
-    if not valid_message_id(message_id):
+    """A ``message`` with an ``id`` or a ``session``: its errors name them (when they are valid)."""
+    session = _session_of(obj) if "session" in obj else None
+    message_id = obj.get("id")
+    if "id" in obj and not valid_message_id(message_id):
         # Not echoed in the error: an id we refuse is client input we do not repeat.
-        raise MessageError(ErrorCode.BAD_FRAME, 'a message "id" is 1-64 characters of [A-Za-z0-9._:-]')
+        raise MessageError(ErrorCode.BAD_FRAME, 'a message "id" is 1-64 characters of [A-Za-z0-9._:-]', None, session)
     if "data" not in obj:
-        raise MessageError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"', message_id)
+        raise MessageError(ErrorCode.BAD_FRAME, 'a "message" frame needs "data"', message_id, session)
     try:
-        return Publish(encode_data(obj["data"]), message_id)
+        return Publish(encode_data(obj["data"]), message_id, session)
     except MessageError as exc:
-        raise MessageError(exc.code, exc.message, message_id) from None
+        raise MessageError(exc.code, exc.message, message_id, session) from None
 
 
 def message_id_of(raw: str | bytes) -> str | None:
@@ -284,11 +340,33 @@ def ack_frame(*, session_id: str, message_id: str, seq: int, duplicate: bool) ->
     return _dumps(frame)
 
 
-def error_frame(code: str, message: str, message_id: str | None = None) -> OutFrame:
-    """``error``; with the ``id`` of the message it refuses, when that message had one."""
-    if message_id is None:
-        return _dumps({"type": "error", "code": str(code), "message": message})
-    return _dumps({"type": "error", "code": str(code), "message": message, "id": message_id})
+def error_frame(code: str, message: str, message_id: str | None = None, session_id: str | None = None) -> OutFrame:
+    """``error``; with the ``id`` of the message it refuses, when that message had one, and the
+    ``session_id`` it is about, when it is about one session of a ``/ws`` connection."""
+    frame: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    if session_id is not None:
+        frame["session_id"] = session_id
+    if message_id is not None:
+        frame["id"] = message_id
+    return _dumps(frame)
+
+
+def connected_frame(*, user_id: str, org_id: str, connection_id: str, expires_at: float | None) -> OutFrame:
+    """``connected``: the first frame of a ``/ws`` connection, which is in no session yet."""
+    return _dumps(
+        {
+            "type": "connected",
+            "user_id": user_id,
+            "org_id": org_id,
+            "connection_id": connection_id,
+            "expires_at": expires_at,
+        }
+    )
+
+
+def left_frame(*, session_id: str, code: int, reason: str) -> OutFrame:
+    """``left``: this connection is no longer in ``session_id`` (``code`` as a close code would say why)."""
+    return _dumps({"type": "left", "session_id": session_id, "code": code, "reason": reason})
 
 
 def refreshed_frame(expires_at: float | None) -> OutFrame:

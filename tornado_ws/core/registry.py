@@ -51,6 +51,10 @@ class Membership:
     #: While a multi-node join is in progress, live frames wait here (seq, frame) so the
     #: switch from history to live delivery has no gap and no duplicate.
     pending: list[tuple[int | None, OutFrame]] | None = dataclasses.field(default=None, repr=False)
+    #: True when this membership is its socket's only one (``/ws/<id>``): joining counts the
+    #: connection against the caps and leaving releases it. A ``/ws`` socket, in many sessions,
+    #: is counted once, when it connects (:meth:`Registry.count_connection`).
+    counts_connection: bool = True
 
 
 @dataclasses.dataclass(slots=True)
@@ -289,9 +293,15 @@ class Registry:
             session.broadcast(left)
 
     def _count(self, member: Membership, delta: int) -> None:
+        if member.counts_connection:
+            self.count_connection(member.key.org_id, member.user_id, delta)
+
+    def count_connection(self, org_id: str, user_id: str, delta: int) -> None:
+        """Count a connection in (+1) or out (-1) of the caps: what a join of ``/ws/<id>`` does
+        itself, and what a ``/ws`` connection does once for all its sessions."""
         self._connections += delta
-        _add_to(self._per_user, (member.key.org_id, member.user_id), delta)
-        _add_to(self._per_org, member.key.org_id, delta)
+        _add_to(self._per_user, (org_id, user_id), delta)
+        _add_to(self._per_org, org_id, delta)
 
     def ban(self, key: SessionKey, user_id: str, seconds: float) -> None:
         """Refuse ``user_id``'s joins of ``key`` for ``seconds`` (a later ban replaces it; 0: none)."""

@@ -49,7 +49,7 @@ class GuardedHTTPServer(HTTPServer):
         *args: Any,
         registry: Registry | None = None,
         lingering: Lingering | None = None,
-        upgrade_prefix: str = "/ws/",
+        upgrade_prefix: str = "/ws",
         **kwargs: Any,
     ) -> None:
         super().initialize(*args, **kwargs)

@@ -1,17 +1,19 @@
 """One client's connection: the socket and its user, what its frames mean, what the hub sends it.
 
-A :class:`Connection` is the registry's :class:`~tornado_ws.core.registry.Peer`: it holds the
-verified claims, the rate limits and the token's lifetime; its membership of a session is a
-:class:`~tornado_ws.core.registry.Membership`, a separate object (one per session it is in).
-The handler (:mod:`tornado_ws.web.handler`) upgrades the request, hands the socket to a
-Connection and authenticates; from then on the Connection limits, parses and publishes what the
-client sends, and leaves its session when the socket closes.
+A :class:`Connection` holds the verified claims, the rate limits and the token's lifetime; its
+membership of a session is a :class:`~tornado_ws.core.registry.Membership`, a separate object
+(one per session it is in), whose peer is the Connection itself on ``/ws/<session_id>``. The
+handler (:mod:`tornado_ws.web.handler`) upgrades the request, hands the socket to a Connection
+and authenticates; from then on the Connection limits, parses and publishes what the client
+sends, and leaves its sessions when the socket closes. ``/ws`` connections, in many sessions,
+are :class:`~tornado_ws.web.multiplex.MultiplexConnection`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Awaitable
@@ -21,6 +23,8 @@ from tornado_ws.auth import AuthError, Claims
 from tornado_ws.brokers.base import BrokerUnavailable, Published
 from tornado_ws.core.protocol import (
     PONG,
+    Join,
+    Leave,
     MessageError,
     OutFrame,
     Ping,
@@ -34,7 +38,7 @@ from tornado_ws.core.protocol import (
     refreshed_frame,
 )
 from tornado_ws.core.ratelimit import TokenBucket
-from tornado_ws.core.registry import Membership
+from tornado_ws.core.registry import Membership, Peer, SessionKey
 from tornado_ws.errors import CloseCode, ErrorCode
 from tornado_ws.transport.websocket import WebSocketConnection
 from tornado_ws.web.state import AppState
@@ -45,14 +49,33 @@ log = logging.getLogger("tornado_ws")
 VIEWER_ROLE = "viewer"
 #: Close codes that may appear as a metric label; any other code a client sends is "other".
 _LABELLED_CLOSE_CODES = frozenset(int(c) for c in CloseCode) | {1005, 1006}
+NOT_DELIVERED = "internal error; the frame was not delivered"
 #: An unmasked WebSocket ping with no payload, built once.
 PING_WIRE = b"\x89\x00"
 
 
 class Connection(WebSocketConnection):
-    """A connection that has joined (or is joining) one session."""
+    """One authenticated client socket: its claims, limits and memberships.
 
-    __slots__ = ("_bucket", "_control_bucket", "_expires_at", "_ping_sent_at", "_slow", "claims", "membership", "state")
+    This class is the ``/ws/<session_id>`` connection, in exactly one session: it is its own
+    membership's peer, so whatever ends the membership closes the socket.
+    :class:`~tornado_ws.web.multiplex.MultiplexConnection` (``/ws``) carries many.
+    """
+
+    __slots__ = (
+        "_bucket",
+        "_control_bucket",
+        "_expires_at",
+        "_ping_sent_at",
+        "_slow",
+        "claims",
+        "connection_id",
+        "memberships",
+        "state",
+    )
+
+    #: Whether frames name their session (``/ws``); on ``/ws/<id>`` the socket is the session.
+    multiplexed = False
 
     def __init__(
         self, state: AppState, sock: socket.socket, *, unread: bytes = b"", head: bytes = b"", registered: bool = False
@@ -67,7 +90,9 @@ class Connection(WebSocketConnection):
             registered=registered,
         )
         self.state = state
-        self.membership: Membership | None = None
+        self.connection_id = secrets.token_hex(8)
+        #: session id -> this connection's membership of it.
+        self.memberships: dict[str, Membership] = {}
         self.claims: Claims | None = None
         self._bucket: TokenBucket | None = None
         self._control_bucket: TokenBucket | None = None
@@ -76,9 +101,8 @@ class Connection(WebSocketConnection):
         self._ping_sent_at: float | None = None
         self._slow = False
 
-    def joined(self, member: Membership, claims: Claims) -> None:
-        """Called by the handler once ``claims`` are verified, before the broker join."""
-        self.membership = member
+    def authenticated(self, claims: Claims) -> None:
+        """Called by the handler once ``claims`` are verified, before any join."""
         self.claims = claims
         rate = self.state.config.rate_limit
         if rate > 0:
@@ -86,6 +110,28 @@ class Connection(WebSocketConnection):
             self._bucket = TokenBucket(rate, burst)
             self._control_bucket = TokenBucket(10 * rate, 10 * burst)
         self._schedule_expiry(claims)
+
+    def membership_for(self, claims: Claims, session_id: str) -> Membership:
+        """A new membership of ``session_id``, recorded here before the broker's join so that
+        whatever ends the connection meanwhile ends it too."""
+        member = Membership(
+            key=SessionKey(claims.org_id, session_id),
+            connection_id=self.connection_id,
+            user_id=claims.user_id,
+            name=claims.name,
+            peer=self._peer_for(session_id),
+            counts_connection=not self.multiplexed,
+        )
+        self.memberships[session_id] = member
+        return member
+
+    def _peer_for(self, session_id: str) -> Peer:
+        return self
+
+    def forget(self, member: Membership) -> None:
+        """Drop ``member`` from this connection's table (a refused join, a finished leave)."""
+        if self.memberships.get(member.key.session_id) is member:
+            del self.memberships[member.key.session_id]
 
     # -- liveness (driven by the hub's sweeper) ---------------------------------
 
@@ -102,8 +148,7 @@ class Connection(WebSocketConnection):
             if self.last_seen > self._ping_sent_at:
                 self._ping_sent_at = None  # it spoke since: alive
             elif now - self._ping_sent_at > timeout:
-                membership = self.membership
-                log.info("no pong within %.1fs; dropping conn=%s", timeout, membership and membership.connection_id)
+                log.info("no pong within %.1fs; dropping conn=%s", timeout, self.connection_id)
                 self.abort()  # a dead peer will not answer a close handshake either
             return
         if now - self.last_seen >= interval:
@@ -133,7 +178,7 @@ class Connection(WebSocketConnection):
         else:
             self._expires_at = claims.expires_at + self.state.config.jwt_leeway
 
-    def _refresh(self, member: Membership, token: str) -> Awaitable[None] | None:
+    def _refresh(self, current: Claims, token: str) -> Awaitable[None] | None:
         """Replace this connection's claims with a fresh token's, which may narrow them: its
         roles apply from the next frame, and a session it no longer allows is left (4004)."""
         try:
@@ -141,58 +186,85 @@ class Connection(WebSocketConnection):
         except AuthError as exc:
             self.send(error_frame(ErrorCode.BAD_REFRESH, f"refresh refused: {exc.reason}"))
             return None
-        if (claims.org_id, claims.user_id) != (member.key.org_id, member.user_id):
+        if (claims.org_id, claims.user_id) != (current.org_id, current.user_id):
             self.send(error_frame(ErrorCode.BAD_REFRESH, "refresh token is for another user or organization"))
             self.close(CloseCode.POLICY_VIOLATION, "bad refresh")
             return None
+        members = list(self.memberships.values())
         if self.state.hooks.authorize is None:  # no coroutine for the common case
-            allowed = hooks.session_allowed(claims, member.key.session_id)
-            self._apply_refresh(claims, None if allowed else hooks.NOT_IN_TOKEN)
+            refusals = [
+                (m, None if hooks.session_allowed(claims, m.key.session_id) else hooks.NOT_IN_TOKEN) for m in members
+            ]
+            self._apply_refresh(claims, refusals)
             return None
-        return self._refresh_through_hook(member, claims)
+        return self._refresh_through_hook(claims, members)
 
-    async def _refresh_through_hook(self, member: Membership, claims: Claims) -> None:
-        try:
-            refused = await hooks.refusal(self.state.hooks, claims, member.key.session_id)
-        except Exception:
-            log.exception("authorize hook failed at refresh session=%s user=%s", member.key.session_id, member.user_id)
-            self.send(error_frame(ErrorCode.INTERNAL, "the refresh could not be authorized; the old token still holds"))
-            return
-        if self.membership is member:  # still connected after the hook
-            self._apply_refresh(claims, refused)
+    async def _refresh_through_hook(self, claims: Claims, members: list[Membership]) -> None:
+        refusals: list[tuple[Membership, str | None]] = []
+        for member in members:
+            try:
+                refusals.append((member, await hooks.refusal(self.state.hooks, claims, member.key.session_id)))
+            except Exception:
+                log.exception(
+                    "authorize hook failed at refresh session=%s user=%s", member.key.session_id, member.user_id
+                )
+                kept = "the refresh could not be authorized; the old token still holds"
+                self.send(error_frame(ErrorCode.INTERNAL, kept))
+                return
+        if not self.closing:  # still connected after the hook
+            self._apply_refresh(claims, refusals)
 
-    def _apply_refresh(self, claims: Claims, refused: str | None) -> None:
-        if refused is not None:
-            self.close(CloseCode.FORBIDDEN, refused)
+    def _apply_refresh(self, claims: Claims, refusals: list[tuple[Membership, str | None]]) -> None:
+        refused = [(m, why) for m, why in refusals if why is not None and self.memberships.get(m.key.session_id) is m]
+        if refused and not self.multiplexed:
+            self.close(CloseCode.FORBIDDEN, refused[0][1] or "")
             return
         self.claims = claims
         self._schedule_expiry(claims)
         self.send(refreshed_frame(claims.expires_at))
+        for member, why in refused:
+            self.end_membership(member, CloseCode.FORBIDDEN, why or "")
 
     # -- frames ---------------------------------------------------------------
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         # An awaitable holds this connection's next frames until it is done: per-sender order.
-        member, claims = self.membership, self.claims
-        if member is None or claims is None or self._slow:
+        claims = self.claims
+        if claims is None or self._slow or not self.memberships:
             return None
         if self._bucket is not None and not self._bucket.allow():
-            self.state.metrics.rate_limited += 1
             # The id says which message was dropped; reading it parses only frames that hold "id".
-            dropped = "too many frames; this one was dropped"
-            self.send(error_frame(ErrorCode.RATE_LIMITED, dropped, message_id_of(message)))
+            self._rate_limited(message_id_of(message), None)
             return None
         try:
             frame = parse_client_message(message)
         except MessageError as exc:
-            self.send(error_frame(exc.code, exc.message, exc.message_id))
+            self._error(exc.code, exc.message, exc.message_id, exc.session_id)
             return None
+        if isinstance(frame, Publish):
+            return self._publish_frame(next(iter(self.memberships.values())), claims, frame)
+        if isinstance(frame, (Join, Leave)):
+            self.send(error_frame(ErrorCode.UNKNOWN_TYPE, '"join" and "leave" are frames of /ws; this is /ws/<id>'))
+            return None
+        return self._connection_frame(frame, claims)
+
+    def _connection_frame(self, frame: Ping | Refresh, claims: Claims) -> Awaitable[None] | None:
         if isinstance(frame, Ping):
             self.send(PONG)
-        elif isinstance(frame, Refresh):
-            return self._refresh(member, frame.token)
-        elif VIEWER_ROLE in claims.roles:
-            self.send(error_frame(ErrorCode.FORBIDDEN, "viewers may not send messages", frame.id))
+            return None
+        return self._refresh(claims, frame.token)
+
+    def _error(self, code: str, message: str, message_id: str | None, session_id: str | None) -> None:
+        """An ``error`` for the sender; it names the session only where frames do (``/ws``)."""
+        self.send(error_frame(code, message, message_id, session_id if self.multiplexed else None))
+
+    def _rate_limited(self, message_id: str | None, session_id: str | None) -> None:
+        self.state.metrics.rate_limited += 1
+        self._error(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped", message_id, session_id)
+
+    def _publish_frame(self, member: Membership, claims: Claims, frame: Publish) -> Awaitable[None] | None:
+        if VIEWER_ROLE in claims.roles:
+            self._error(ErrorCode.FORBIDDEN, "viewers may not send messages", frame.id, member.key.session_id)
         elif self.state.hooks.on_message is not None:
             return self._publish_through_hook(member, claims, frame)
         elif frame.id is not None:
@@ -200,6 +272,10 @@ class Connection(WebSocketConnection):
         else:
             return self._publish_fast(member, frame.data_json)
         return None
+
+    def _not_delivered(self, member: Membership, message_id: str | None) -> None:
+        log.exception("failed to publish session=%s conn=%s", member.key.session_id, self.connection_id)
+        self._error(ErrorCode.INTERNAL, NOT_DELIVERED, message_id, member.key.session_id)
 
     def _publish_fast(self, member: Membership, data_json: str) -> Awaitable[None] | None:
         """Publish without a coroutine when the broker can do it synchronously (memory)."""
@@ -209,8 +285,7 @@ class Connection(WebSocketConnection):
                 member.key, user_id=member.user_id, name=member.name, data_json=data_json
             )
         except Exception:
-            log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
-            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered"))
+            self._not_delivered(member, None)
             return None
         if seq is None:
             return self._publish(member, data_json)
@@ -226,8 +301,7 @@ class Connection(WebSocketConnection):
                 member.key, user_id=member.user_id, name=member.name, data_json=data_json, message_id=message_id
             )
         except Exception:
-            log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
-            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered", message_id))
+            self._not_delivered(member, message_id)
             return None
         if published is None:
             return self._publish(member, data_json, message_id)
@@ -262,32 +336,28 @@ class Connection(WebSocketConnection):
                 self._acknowledge(member, message_id, published, started)
         except BrokerUnavailable as exc:
             log.warning("publish failed session=%s: %s", member.key.session_id, exc)
-            self.send(
-                error_frame(
-                    ErrorCode.UNAVAILABLE, "the message broker is unreachable; the frame was not delivered", message_id
-                )
-            )
+            unreachable = "the message broker is unreachable; the frame was not delivered"
+            self._error(ErrorCode.UNAVAILABLE, unreachable, message_id, member.key.session_id)
         except Exception:
-            log.exception("failed to publish session=%s conn=%s", member.key.session_id, member.connection_id)
-            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered", message_id))
+            self._not_delivered(member, message_id)
 
     async def _publish_through_hook(self, member: Membership, claims: Claims, frame: Publish) -> None:
         hook = self.state.hooks.on_message
         assert hook is not None
-        data_json, message_id = frame.data_json, frame.id
+        data_json, message_id, session_id = frame.data_json, frame.id, member.key.session_id
         data = json.loads(data_json)
         try:
-            result = await hooks.call(hook, claims, member.key.session_id, data)
+            result = await hooks.call(hook, claims, session_id, data)
             if result is not None:
                 data_json = encode_data(result)
         except hooks.Reject as exc:
-            self.send(error_frame(exc.code, exc.message, message_id))
+            self._error(exc.code, exc.message, message_id, session_id)
             return
         except Exception:
-            log.exception("on_message hook failed session=%s user=%s", member.key.session_id, member.user_id)
-            self.send(error_frame(ErrorCode.INTERNAL, "internal error; the frame was not delivered", message_id))
+            log.exception("on_message hook failed session=%s user=%s", session_id, member.user_id)
+            self._error(ErrorCode.INTERNAL, NOT_DELIVERED, message_id, session_id)
             return
-        if self.membership is member:  # still connected after the hook
+        if self.memberships.get(session_id) is member:  # still in the session after the hook
             await self._publish(member, data_json, message_id)
 
     # -- Peer --------------------------------------------------------------
@@ -309,34 +379,34 @@ class Connection(WebSocketConnection):
             self._loop.call_soon(self._cut_slow_consumer)
 
     def _cut_slow_consumer(self) -> None:
-        member = self.membership
         self.state.metrics.slow_consumers += 1
-        if member is not None:
-            log.warning(
-                "slow consumer cut session=%s user=%s conn=%s",
-                member.key.session_id,
-                member.user_id,
-                member.connection_id,
-            )
+        claims = self.claims
+        log.warning(
+            "slow consumer cut user=%s conn=%s sessions=%d",
+            claims and claims.user_id,
+            self.connection_id,
+            len(self.memberships),
+        )
+        for member in list(self.memberships.values()):
             self._leave(member)
         self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     # -- end -----------------------------------------------------------------
+
+    def end_membership(self, member: Membership, code: int, reason: str) -> None:
+        """The server ends ``member`` (kick, refresh refusal, stream restart): on ``/ws/<id>``
+        that ends the socket, which :meth:`on_closed` then leaves."""
+        self.close(code, reason)
 
     def _leave(self, member: Membership) -> None:
         broker = self.state.broker
         if not broker.leave_now(member):  # a Task per disconnect only when the broker needs I/O
             hooks.spawn(broker.leave(member))
 
-    def on_closed(self) -> None:
-        member = self.membership
-        if member is None:
-            return
-        code = self.server_close_code or self.close_code or 1006
-        # Clients pick their own close codes: only known ones become label values.
-        self.state.metrics.count_disconnect(str(code) if code in _LABELLED_CLOSE_CODES else "other")
+    def _left(self, member: Membership, code: int | str) -> None:
+        """``member`` is gone: leave the broker, tell the on_leave hook, log it."""
+        self.forget(member)
         self._leave(member)
-        self.membership = None
         if self.claims is not None and self.state.hooks.on_leave is not None:
             hooks.spawn(hooks.observe(self.state.hooks.on_leave, "on_leave", self.claims, member.key.session_id))
         log.info(
@@ -344,6 +414,16 @@ class Connection(WebSocketConnection):
             member.key.session_id,
             member.key.org_id,
             member.user_id,
-            member.connection_id,
+            self.connection_id,
             code,
         )
+
+    def on_closed(self) -> None:
+        if self.claims is None:
+            return
+        code = self.server_close_code or self.close_code or 1006
+        if self.memberships or self.multiplexed:
+            # Clients pick their own close codes: only known ones become label values.
+            self.state.metrics.count_disconnect(str(code) if code in _LABELLED_CLOSE_CODES else "other")
+        for member in list(self.memberships.values()):
+            self._left(member, code)

@@ -1,4 +1,4 @@
-"""The WebSocket endpoint ``/ws/<session_id>``: a thin adapter over the hub.
+"""The WebSocket endpoints ``/ws/<session_id>`` and ``/ws``: thin adapters over the hub.
 
 ``get`` enforces the process-wide limits and the origin rule (:func:`origin_allowed`, the
 same on every Tornado version) before the upgrade; Tornado checks the upgrade headers;
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from collections.abc import Iterable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -22,15 +21,17 @@ from tornado.httputil import HTTPHeaders
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from tornado_ws import hooks
-from tornado_ws.auth import AuthError
+from tornado_ws.auth import AuthError, Claims
 from tornado_ws.brokers.base import BrokerUnavailable, JoinRefused
 from tornado_ws.core.protocol import valid_session_id
-from tornado_ws.core.registry import Membership, Registry, SessionKey
+from tornado_ws.core.registry import Registry
 from tornado_ws.errors import CloseCode
 from tornado_ws.transport.tornado_internals import accepting_protocol, take_socket
 from tornado_ws.transport.upgrade import UpgradeConnection
+from tornado_ws.web import joining
 from tornado_ws.web.base import ApiError, RedactedLoggingMixin
 from tornado_ws.web.connection import Connection
+from tornado_ws.web.multiplex import MultiplexConnection
 from tornado_ws.web.state import AppState
 
 log = logging.getLogger("tornado_ws")
@@ -95,7 +96,7 @@ async def _accept(handler: WebSocketHandler) -> None:
     else:
         sock, unread, registered = take_socket(detached)
     handler.application.log_request(handler)
-    connection = handler.connection = Connection(
+    connection = handler.connection = handler.connection_class(
         handler.state, sock, unread=unread, head=response, registered=registered
     )
     try:
@@ -119,6 +120,8 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
     registry: ClassVar[Registry]
 
     connection: Connection
+    #: What the socket becomes after the 101.
+    connection_class: ClassVar[type[Connection]] = Connection
 
     def initialize(self, state: AppState) -> None:
         self.state = state
@@ -174,59 +177,79 @@ class SessionHandler(RedactedLoggingMixin, WebSocketHandler):
         values = self.request.query_arguments.get("token")
         return values[-1].decode("utf-8", "replace").strip() if values else None
 
-    def _refuse(self, session_id: str, code: int, reason: str, label: str) -> None:
-        self.state.metrics.refused.labels(label).inc()
-        log.info("refused session=%r reason=%s peer=%s", session_id[:140], reason, self.request.remote_ip)
-        self.connection.refuse(code, reason, self.state.lingering)
+    def _refuse(self, session_id: str, refusal: joining.Refusal) -> None:
+        self.state.metrics.refused.labels(refusal.label).inc()
+        log.info("refused session=%r reason=%s peer=%s", session_id[:140], refusal.reason, self.request.remote_ip)
+        self.connection.refuse(refusal.code, refusal.reason, self.state.lingering)
 
     async def open(self, *args: str, **kwargs: str) -> None:
         connection = self.connection
         session_id = args[0] if args else ""
+        # The session id first: a bad one is refused without verifying anything.
         if not valid_session_id(session_id, self.config.max_session_id_length):
-            self._refuse(session_id, CloseCode.POLICY_VIOLATION, "invalid session id", "invalid_session_id")
+            self._refuse(session_id, joining.INVALID_SESSION_ID)
             return
-        try:
-            claims = self.state.verifier.verify(self._token())
-        except AuthError as exc:
-            self._refuse(session_id, CloseCode.POLICY_VIOLATION, exc.reason, exc.reason.replace(" ", "_"))
+        claims = self._verified(session_id)
+        if claims is None:
             return
-        try:
-            refused = await hooks.refusal(self.state.hooks, claims, session_id)
-        except Exception:
-            log.exception("authorize hook failed session=%s user=%s", session_id, claims.user_id)
-            self._refuse(session_id, CloseCode.INTERNAL_ERROR, "authorization failed", "authorize_error")
-            return
-        if refused is not None:
-            self._refuse(session_id, CloseCode.FORBIDDEN, refused, "forbidden")
+        refusal = await joining.authorize(self.state, claims, session_id)
+        if refusal is not None:
+            self._refuse(session_id, refusal)
             return
         if connection.closing:
             return  # closed (shutdown, say) while the hook ran
         self.state.start_housekeeping()
-        member = Membership(
-            key=SessionKey(claims.org_id, session_id),
-            connection_id=secrets.token_hex(8),
-            user_id=claims.user_id,
-            name=claims.name,
-            peer=connection,
+        connection.authenticated(claims)
+        member = connection.membership_for(claims, session_id)
+        refusal = await joining.join(
+            self.state,
+            member,
+            epoch=self.get_query_argument("epoch", None),
+            since=_int_or_none(self.get_query_argument("since", None)),
         )
-        connection.joined(member, claims)
-        try:
-            await self.state.ensure_started()
-            await self.broker.join(
-                member,
-                epoch=self.get_query_argument("epoch", None),
-                since=_int_or_none(self.get_query_argument("since", None)),
-            )
-        except BrokerUnavailable as exc:
-            log.warning("broker unavailable at join session=%s: %s", session_id, exc)
-            connection.membership = None
-            self._refuse(session_id, CloseCode.TRY_AGAIN_LATER, "unavailable; try again later", "unavailable")
-            return
-        except JoinRefused as exc:  # a cap or a ban, checked by the broker atomically with the join
-            connection.membership = None
-            self._refuse(session_id, exc.code, exc.reason, exc.label)
+        if refusal is not None:
+            connection.forget(member)
+            self._refuse(session_id, refusal)
             return
         log.info(
             "connect session=%s org=%s user=%s conn=%s", session_id, claims.org_id, claims.user_id, member.connection_id
         )
         await hooks.observe(self.state.hooks.on_join, "on_join", claims, session_id)
+
+    def _verified(self, session_id: str) -> Claims | None:
+        """The token's claims, or None after refusing the connection (1008)."""
+        try:
+            return self.state.verifier.verify(self._token())
+        except AuthError as exc:
+            label = exc.reason.replace(" ", "_")
+            self._refuse(session_id, joining.Refusal(CloseCode.POLICY_VIOLATION, exc.reason, label))
+            return None
+
+
+class MultiplexHandler(SessionHandler):
+    """``/ws``: one WebSocket connection, in as many sessions as its frames join."""
+
+    connection_class = MultiplexConnection
+    connection: MultiplexConnection
+
+    async def open(self, *args: str, **kwargs: str) -> None:
+        connection = self.connection
+        claims = self._verified("")
+        if claims is None:
+            return
+        self.state.start_housekeeping()
+        try:
+            await self.state.ensure_started()
+            await self.broker.connect(claims.org_id, claims.user_id, connection.connection_id)
+        except BrokerUnavailable as exc:
+            log.warning("broker unavailable at connect: %s", exc)
+            self._refuse("", joining.UNAVAILABLE)
+            return
+        except JoinRefused as exc:
+            self._refuse("", joining.Refusal(exc.code, exc.reason, exc.label))
+            return
+        connection.connected(claims)
+        if self.state.draining:  # shutdown began while the broker counted it: close_all missed us
+            connection.close(CloseCode.GOING_AWAY, "server shutting down")
+            return
+        log.info("connect org=%s user=%s conn=%s", claims.org_id, claims.user_id, connection.connection_id)

@@ -12,7 +12,7 @@ from tornado_ws.config import Config
 from tornado_ws.core.registry import Registry
 from tornado_ws.hooks import Hooks
 from tornado_ws.metrics import Metrics
-from tornado_ws.transport.websocket import Lingering
+from tornado_ws.transport.websocket import Lingering, WebSocketConnection
 
 
 def _nothing() -> None:
@@ -32,6 +32,9 @@ class AppState:
     draining: bool = False
     #: Sockets refused at the handshake that are still closing (they count against the caps).
     lingering: Lingering = dataclasses.field(default_factory=Lingering)
+    #: Open ``/ws`` connections, for the keepalive sweep and shutdown: the registry reaches a
+    #: ``/ws/<id>`` connection through its one membership, but a ``/ws`` one may be in none.
+    multiplexed: dict[WebSocketConnection, None] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         origins = self.config.allowed_origins

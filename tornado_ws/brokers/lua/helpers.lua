@@ -1,4 +1,5 @@
--- Shared helpers: decode a presence entry, the server clock, the org session cap.
+-- Shared helpers: decode a presence entry, the server clock, the org session cap, the user's
+-- connection cap.
 -- A presence entry, or nil for one that is not ours: we write ASCII JSON (json.dumps), so a byte
 -- above 127 is garbage too (cjson would pass invalid UTF-8 on, which Python then skips).
 local function decode(raw)
@@ -21,4 +22,19 @@ local function room(org_key, sid, max, at)
   if score and tonumber(score) > at then return true end
   redis.call('ZREMRANGEBYSCORE', org_key, '-inf', at)
   return redis.call('ZCARD', org_key) < max
+end
+-- False when the user (hash ``user_key``: connection id -> node) has ``max`` connections on live
+-- nodes; a crashed node's entries are dropped first (its key name is redis_scripts.node_alive()).
+local function user_room(user_key, node_id, max)
+  local conns = redis.call('HGETALL', user_key)
+  local open = 0
+  for i = 1, #conns, 2 do
+    local node = conns[i + 1]
+    if node == node_id or redis.call('EXISTS', 'tws:node:' .. node .. ':alive') == 1 then
+      open = open + 1
+    else
+      redis.call('HDEL', user_key, conns[i])
+    end
+  end
+  return open < max
 end

@@ -1,6 +1,7 @@
 -- KEYS epoch, seq, history, presence, node_sessions, org_sessions, user_connections, ban.
 -- ARGV new_epoch, since, ttl, client_epoch (as SNAPSHOT), connection_id, entry_json, user_id,
--- session_json, node_id, session_id, max_connections_per_user, max_sessions_per_org.
+-- session_json, node_id, session_id, max_connections_per_user (-1: the connection is counted
+-- already, by ADMIT), max_sessions_per_org.
 -- Admission and join in one round trip: the ban, the user's connections on live nodes, the
 -- org's live sessions; then the presence entry, the stream snapshot and the node's session index.
 -- Returns {refusal} ('banned', 'user' or 'sessions': nothing was changed), else
@@ -8,18 +9,9 @@
 if redis.call('EXISTS', KEYS[8]) == 1 then
   return {'banned'}
 end
-local conns = redis.call('HGETALL', KEYS[7])
-local open = 0
-for i = 1, #conns, 2 do
-  local node = conns[i + 1]
-  -- A crashed node's connections are gone; its key name is redis_scripts.node_alive().
-  if node == ARGV[9] or redis.call('EXISTS', 'tws:node:' .. node .. ':alive') == 1 then
-    open = open + 1
-  else
-    redis.call('HDEL', KEYS[7], conns[i])
-  end
-end
-if open >= tonumber(ARGV[11]) then
+-- max_connections_per_user -1: a /ws membership, whose connection ADMIT counted already.
+local counted = tonumber(ARGV[11]) < 0
+if not counted and not user_room(KEYS[7], ARGV[9], tonumber(ARGV[11])) then
   return {'user'}
 end
 local at = now()
@@ -28,7 +20,7 @@ if not room(KEYS[6], ARGV[10], tonumber(ARGV[12]), at) then
 end
 redis.call('ZADD', KEYS[6], at + tonumber(ARGV[3]), ARGV[10])
 redis.call('EXPIRE', KEYS[6], tonumber(ARGV[3]) + 1)
-redis.call('HSET', KEYS[7], ARGV[5], ARGV[9])
+if not counted then redis.call('HSET', KEYS[7], ARGV[5], ARGV[9]) end
 local all = redis.call('HGETALL', KEYS[4])
 local entries, first = {}, 1
 for i = 1, #all, 2 do

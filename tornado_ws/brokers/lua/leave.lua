@@ -1,7 +1,9 @@
 -- KEYS presence, channel, user_connections. ARGV connection_id, user_id, user_left frame before /
--- after its count. Removes the entry and, when it was the user's last, publishes ``user_left``
--- with the number of users left, in the same step. Returns 1 if the entry was there.
-redis.call('HDEL', KEYS[3], ARGV[1])
+-- after its count, release ('1': the connection leaves the user's count too; '0': a /ws
+-- membership, whose connection stays). Removes the entry and, when it was the user's last,
+-- publishes ``user_left`` with the number of users left, in the same step. Returns 1 if the
+-- entry was there.
+if ARGV[5] == '1' then redis.call('HDEL', KEYS[3], ARGV[1]) end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   return 0
 end

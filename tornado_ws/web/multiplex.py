@@ -1,0 +1,189 @@
+"""``/ws``: one connection in many sessions.
+
+A :class:`MultiplexConnection` is counted against the connection caps once, when it connects
+(``Broker.connect``), and then joins and leaves sessions by frames that name them. Each
+membership's peer is a :class:`SessionPeer`: what would close a ``/ws/<id>`` socket (a kick, a
+refused refresh, a restarted stream) ends only that membership, with a ``left`` frame carrying
+the close code ``/ws/<id>`` would have used. Whatever ends the socket (token expiry, slow
+consumer, shutdown, a protocol error) ends every membership, as on ``/ws/<id>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from tornado_ws import hooks
+from tornado_ws.auth import Claims
+from tornado_ws.core.protocol import (
+    Join,
+    Leave,
+    MessageError,
+    OutFrame,
+    Publish,
+    connected_frame,
+    left_frame,
+    parse_client_message,
+)
+from tornado_ws.core.ratelimit import TokenBucket
+from tornado_ws.core.registry import Membership
+from tornado_ws.errors import CloseCode, ErrorCode
+from tornado_ws.web import joining
+from tornado_ws.web.connection import Connection
+
+log = logging.getLogger("tornado_ws")
+
+NOT_JOINED = "this connection has not joined that session"
+#: The ``left`` of a ``join`` over ``--max-sessions-per-connection``.
+TOO_MANY_SESSIONS = joining.Refusal(
+    CloseCode.TRY_AGAIN_LATER, "too many sessions on this connection", "per_connection_session_limit"
+)
+
+
+class SessionPeer:
+    """The registry's peer for one membership of a ``/ws`` connection."""
+
+    __slots__ = ("connection", "member")
+
+    def __init__(self, connection: MultiplexConnection, member: Membership) -> None:
+        self.connection = connection
+        self.member = member
+
+    def send(self, frame: OutFrame) -> None:
+        self.connection.send(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        self.connection.end_membership(self.member, code, reason)
+
+
+class MultiplexConnection(Connection):
+    """A ``/ws`` connection: frames name their session; the socket outlives each membership."""
+
+    __slots__ = ("_counted", "_join_bucket")
+
+    multiplexed = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether Broker.connect counted this connection in (then on_closed counts it out).
+        self._counted = False
+        self._join_bucket: TokenBucket | None = None
+
+    def connected(self, claims: Claims) -> None:
+        """Counted in by the broker: authenticate and send ``connected``."""
+        self._counted = True
+        self.state.multiplexed[self] = None
+        self.authenticated(claims)
+        rate = self.state.config.rate_limit
+        # Joins have their own budget: a page joining its 30 sessions at load must not spend the
+        # messages' (--rate-burst), and a join/leave churn must not go unbounded either.
+        config = self.state.config
+        if rate > 0:
+            burst = max(10 * config.rate_burst, 2 * config.max_sessions_per_connection)
+            self._join_bucket = TokenBucket(10 * rate, burst)
+        self.send(
+            connected_frame(
+                user_id=claims.user_id,
+                org_id=claims.org_id,
+                connection_id=self.connection_id,
+                expires_at=claims.expires_at,
+            )
+        )
+
+    def membership_for(self, claims: Claims, session_id: str) -> Membership:
+        member = super().membership_for(claims, session_id)
+        member.peer = SessionPeer(self, member)
+        member.counts_connection = False
+        return member
+
+    # -- frames ---------------------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        claims = self.claims
+        if claims is None or self._slow:
+            return None
+        try:
+            frame = parse_client_message(message)
+        except MessageError as exc:
+            self._error(exc.code, exc.message, exc.message_id, exc.session_id)
+            return None
+        is_membership_frame = isinstance(frame, (Join, Leave))
+        bucket = self._join_bucket if is_membership_frame else self._bucket
+        if bucket is not None and not bucket.allow():
+            session = getattr(frame, "session", None)
+            self._rate_limited(frame.id if isinstance(frame, Publish) else None, session)
+            return None
+        if isinstance(frame, Join):
+            return self._join(frame, claims)
+        if isinstance(frame, Leave):
+            self._leave_frame(frame)
+            return None
+        if isinstance(frame, Publish):
+            if frame.session is None:
+                self._error(ErrorCode.BAD_FRAME, 'a "message" on /ws needs a string "session"', frame.id, None)
+                return None
+            member = self.memberships.get(frame.session)
+            if member is None:
+                self._error(ErrorCode.NOT_JOINED, NOT_JOINED, frame.id, frame.session)
+                return None
+            return self._publish_frame(member, claims, frame)
+        return self._connection_frame(frame, claims)
+
+    def _join(self, frame: Join, claims: Claims) -> Awaitable[None] | None:
+        session_id = frame.session
+        if session_id in self.memberships:
+            self._error(ErrorCode.ALREADY_JOINED, "this connection is in that session already", None, session_id)
+            return None
+        if len(self.memberships) >= self.state.config.max_sessions_per_connection:
+            self._refused(session_id, TOO_MANY_SESSIONS)
+            return None
+        return self._join_session(frame, claims)
+
+    async def _join_session(self, frame: Join, claims: Claims) -> None:
+        state, session_id = self.state, frame.session
+        refusal = await joining.authorize(state, claims, session_id)
+        if refusal is not None:
+            self._refused(session_id, refusal)
+            return
+        if self.closing:
+            return  # closed (shutdown, say) while the hook ran
+        state.start_housekeeping()
+        member = self.membership_for(claims, session_id)
+        refusal = await joining.join(state, member, epoch=frame.epoch, since=frame.since)
+        if refusal is not None:
+            self.forget(member)
+            self._refused(session_id, refusal)
+            return
+        log.info(
+            "join session=%s org=%s user=%s conn=%s", session_id, claims.org_id, claims.user_id, self.connection_id
+        )
+        await hooks.observe(state.hooks.on_join, "on_join", claims, session_id)
+
+    def _refused(self, session_id: str, refusal: joining.Refusal) -> None:
+        self.state.metrics.refused.labels(refusal.label).inc()
+        log.info("refused join session=%r reason=%s conn=%s", session_id[:140], refusal.reason, self.connection_id)
+        self.send(left_frame(session_id=session_id, code=refusal.code, reason=refusal.reason))
+
+    def _leave_frame(self, frame: Leave) -> None:
+        member = self.memberships.get(frame.session)
+        if member is None:
+            self._error(ErrorCode.NOT_JOINED, NOT_JOINED, None, frame.session)
+            return
+        self.end_membership(member, CloseCode.NORMAL, "left")
+
+    # -- end -----------------------------------------------------------------
+
+    def end_membership(self, member: Membership, code: int, reason: str) -> None:
+        if self.memberships.get(member.key.session_id) is not member:
+            return  # over already (a kick is announced to the registry and to the node)
+        self._left(member, code)
+        self.send(left_frame(session_id=member.key.session_id, code=code, reason=reason))
+
+    def on_closed(self) -> None:
+        self.state.multiplexed.pop(self, None)
+        super().on_closed()
+        claims = self.claims
+        if claims is not None and self._counted:
+            self._counted = False
+            hooks.spawn(self.state.broker.disconnect(claims.org_id, claims.user_id, self.connection_id))
