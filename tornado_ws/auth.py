@@ -14,6 +14,7 @@ import dataclasses
 import hmac
 import re
 import time
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,6 +64,14 @@ class Claims:
     expires_at: float | None = None
     #: Session-id patterns this holder may join; None means any session of its org.
     sessions: tuple[str, ...] | None = None
+    #: The whole verified payload (see :attr:`raw`); not in repr: it may hold what logs must not.
+    _payload: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        """The token's whole verified payload, read-only: the application's own claims (a plan,
+        project ids) for its hooks. Nested values are the decoded JSON; treat them as read-only."""
+        return types.MappingProxyType(self._payload)
 
 
 def load_public_key(pem: str) -> Any:
@@ -200,6 +209,7 @@ class TokenVerifier:
             roles=_str_list(payload, "roles") or (),
             expires_at=float(payload["exp"]),
             sessions=_str_list(payload, "sessions"),
+            _payload=payload,
         )
 
     def _fast_payload(self, token: str) -> dict[str, Any] | None:

@@ -103,10 +103,15 @@ class MultiplexConnection(Connection):
         claims = self.claims
         if claims is None or self._slow:
             return None
+        # Parsed before the rate limit, which then picks the budget by the frame's type: a
+        # frame that does not parse spends the messages' budget, as on /ws/<id>.
         try:
             frame = parse_client_message(message)
         except MessageError as exc:
-            self._error(exc.code, exc.message, exc.message_id, exc.session_id)
+            if self._bucket is not None and not self._bucket.allow():
+                self._rate_limited(exc.message_id, exc.session_id)
+            else:
+                self._error(exc.code, exc.message, exc.message_id, exc.session_id)
             return None
         is_membership_frame = isinstance(frame, (Join, Leave))
         bucket = self._join_bucket if is_membership_frame else self._bucket
