@@ -72,6 +72,14 @@ def test_refusals_have_fixed_safe_reasons(hs: TokenVerifier, token: str | None, 
     assert info.value.reason == reason
 
 
+def test_raw_is_the_whole_payload_read_only_and_out_of_repr(hs: TokenVerifier) -> None:
+    claims = hs.verify(make_token(plan="pro", projects=["p1"], secret_note="do-not-log"))
+    assert claims.raw["plan"] == "pro" and claims.raw["projects"] == ["p1"] and claims.raw["sub"] == "alice"
+    with pytest.raises(TypeError):
+        claims.raw["plan"] = "free"  # type: ignore[index]
+    assert "do-not-log" not in repr(claims) and claims.raw["plan"] == "pro"
+
+
 def test_alg_none_is_never_accepted(hs: TokenVerifier) -> None:
     token = b64(b'{"alg":"none"}') + "." + b64(json.dumps(claims()).encode()) + "."
     with pytest.raises(AuthError, match="algorithm not allowed"):
