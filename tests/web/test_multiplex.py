@@ -375,6 +375,21 @@ async def test_joins_have_their_own_budget_so_a_page_joins_its_sessions_at_once(
     assert (await alice.recv_in("s0", "ack"))["seq"] == 1
 
 
+async def test_join_and_leave_churn_is_bounded_by_its_own_budget(make_nodes: Callable[..., Nodes]) -> None:
+    nodes = make_nodes(rate_limit=1, rate_burst=2, max_sessions_per_connection=1)
+    alice = await nodes.mux(0, "alice")
+    for _ in range(40):  # 80 frames against a burst of 20 (10 x the burst; twice the cap is less)
+        await alice.send({"type": "join", "session": "spin"})
+        await alice.send({"type": "leave", "session": "spin"})
+    await alice.send({"type": "ping"})
+    answers = []
+    while (frame := await alice.recv())["type"] != "pong":
+        answers.append(frame)
+    limited = [f for f in answers if f["type"] == "error" and f["code"] == "rate_limited"]
+    assert limited and all(f["session_id"] == "spin" for f in limited)
+    assert sum(1 for f in answers if f["type"] == "welcome") < 25
+
+
 async def test_a_refresh_that_narrows_the_sessions_claim_leaves_those_sessions_only(
     make_nodes: Callable[..., Nodes],
 ) -> None:
