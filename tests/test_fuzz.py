@@ -156,7 +156,8 @@ def documents(draw: st.DrawFn, ascii_only: bool = False) -> Doc:
         pairs += [("type", "refresh"), ("token", draw(st.sampled_from(["", 7, None, ["t"]])))]
         expected = ErrorCode.BAD_FRAME
     elif kind == "unknown":
-        kind_name = draw(st.text(max_size=10).filter(lambda t: t not in ("message", "ping", "refresh")))
+        known = ("message", "ping", "refresh", "join", "leave")
+        kind_name = draw(st.text(max_size=10).filter(lambda t: t not in known))
         pairs += [("type", kind_name), ("data", data)]
         expected = ErrorCode.UNKNOWN_TYPE
     elif kind == "type-not-str":
