@@ -242,7 +242,12 @@ class Connection(WebSocketConnection):
             self._error(exc.code, exc.message, exc.message_id, exc.session_id)
             return None
         if isinstance(frame, Publish):
-            return self._publish_frame(next(iter(self.memberships.values())), claims, frame)
+            member = next(iter(self.memberships.values()))
+            if frame.session is not None and frame.session != member.key.session_id:
+                # Never into a session the sender did not name: this socket is in one only.
+                self.send(error_frame(ErrorCode.NOT_JOINED, "this connection is in another session", frame.id))
+                return None
+            return self._publish_frame(member, claims, frame)
         if isinstance(frame, (Join, Leave)):
             self.send(error_frame(ErrorCode.UNKNOWN_TYPE, '"join" and "leave" are frames of /ws; this is /ws/<id>'))
             return None
