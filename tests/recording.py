@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Hashable
 from typing import Any
 
 from tornado_ws.core.protocol import OutFrame
@@ -20,6 +21,10 @@ class RecordingPeer:
         self.frames.append(json.loads(frame.text))
         if self._changed is not None:
             self._changed.set()
+
+    def signal(self, slot: Hashable, frame: OutFrame) -> None:
+        """Recorded like any frame (a recording never falls behind, so nothing is replaced)."""
+        self.send(frame)
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)

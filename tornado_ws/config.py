@@ -127,6 +127,19 @@ class Config:
     )
     rate_limit: float = setting(20.0, "inbound frames per second per connection (token bucket); 0 turns it off", low=0)
     rate_burst: int = setting(40, "inbound burst per connection", low=1)
+    signal_rate: float = setting(
+        60.0, "signals per second per connection, a budget apart from --rate-limit; 0 turns it off", low=0
+    )
+    signal_burst: int = setting(120, "signal burst per connection", low=1)
+    max_presence_state_size: int = setting(
+        1024, "bytes of a connection's presence state, encoded; larger: error state_too_large", low=2
+    )
+    presence_roster_limit: int = setting(
+        1000,
+        "participants beyond which a welcome lists only the first ones and joins/leaves go out as"
+        " one presence_summary per second",
+        low=1,
+    )
     max_connections_per_user: int = setting(
         8,
         "open connections per org and user across sessions (a /ws socket in many sessions is one);"

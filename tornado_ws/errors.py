@@ -60,3 +60,4 @@ class ErrorCode(enum.StrEnum):
     INTERNAL = "internal"
     ALREADY_JOINED = "already_joined"  # /ws: a join of a session this connection is in
     NOT_JOINED = "not_joined"  # /ws: a message or leave for a session this connection is not in
+    STATE_TOO_LARGE = "state_too_large"  # a presence state over --max-presence-state-size

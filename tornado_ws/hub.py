@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import tornado.web
@@ -36,6 +37,11 @@ from tornado_ws.web.state import AppState
 EXPIRE_EVERY_MS = 5_000
 
 
+def _call_later(delay: float, callback: Callable[[], None]) -> object:
+    """The registry's clock for coalescing presence frames: the running loop's."""
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
 def _make_broker(config: Config) -> Broker:
     def registry(history_size: int, history_ttl: float) -> Registry:
         return Registry(
@@ -45,6 +51,8 @@ def _make_broker(config: Config) -> Broker:
             max_connections_per_user=config.max_connections_per_user,
             max_connections_per_org=config.max_connections_per_org,
             idempotency_window=config.idempotency_seconds,
+            roster_limit=config.presence_roster_limit,
+            schedule=_call_later,
         )
 
     if config.broker == "memory":

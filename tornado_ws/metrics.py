@@ -31,6 +31,8 @@ class Metrics:
         self.bytes_out = 0
         self.rate_limited = 0
         self.slow_consumers = 0
+        #: Signals not delivered: over a sender's --signal-rate, or a receiver falling behind.
+        self.signals_dropped = 0
         self.refused = Counter(
             "tornado_ws_handshakes_refused",
             "WebSocket connections refused, by reason",
@@ -109,6 +111,11 @@ class _LiveCollector(Collector):
         )
         yield m.fanout_seconds.family(
             "tornado_ws_broadcast_seconds", "Time to sequence one message and hand it to every member's socket"
+        )
+        yield CounterMetricFamily(
+            "tornado_ws_signals_dropped",
+            "Signals dropped: over the sender's signal budget, or a receiver's unsent ones past its cap",
+            m.signals_dropped,
         )
         yield CounterMetricFamily(
             "tornado_ws_slow_consumers",

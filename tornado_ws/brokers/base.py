@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from typing import Any, NamedTuple
 
+from tornado_ws.core.protocol import OutFrame
 from tornado_ws.core.registry import Membership, Registry, SessionKey
 from tornado_ws.core.stream import Recovery
 from tornado_ws.errors import CloseCode
@@ -95,6 +96,25 @@ class Broker(abc.ABC):
     ) -> Published | None:
         """:meth:`publish_once` synchronously when this broker can; None means "use it"."""
         return None
+
+    def set_state_now(self, member: Membership, state: Any, state_json: str) -> bool:
+        """Set ``member``'s presence state synchronously when this broker can; False means "use
+        :meth:`set_state`"."""
+        return False
+
+    async def set_state(self, member: Membership, state: Any, state_json: str) -> None:
+        """Set ``member``'s presence state (a JSON object, and its text): every member of the
+        session, on every node, gets ``presence_state`` with its user's state (coalesced)."""
+        raise NotImplementedError  # pragma: no cover - each broker has one or the other
+
+    def signal_now(self, member: Membership, frame: OutFrame, key: str | None) -> bool:
+        """Relay a ``signal`` synchronously when this broker can; False means "use :meth:`signal`"."""
+        return False
+
+    async def signal(self, member: Membership, frame: OutFrame, key: str | None) -> None:
+        """Relay a ``signal`` to every other connection of ``member``'s session, on every node:
+        never stored, never sequenced, at most once."""
+        raise NotImplementedError  # pragma: no cover
 
     def leave_now(self, member: Membership) -> bool:
         """Leave synchronously when this broker can (no I/O); False means "use :meth:`leave`"."""

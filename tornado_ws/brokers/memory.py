@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tornado_ws.brokers.base import Broker, JoinRefused, Published, SessionLimit
+from tornado_ws.core.protocol import OutFrame
 from tornado_ws.core.registry import Membership, SessionKey
 from tornado_ws.core.stream import Recovery
 
@@ -36,6 +37,14 @@ class MemoryBroker(Broker):
 
     async def disconnect(self, org_id: str, user_id: str, connection_id: str) -> None:
         self.registry.count_connection(org_id, user_id, -1)
+
+    def set_state_now(self, member: Membership, state: Any, state_json: str) -> bool:
+        self.registry.set_state(member, state, state_json)
+        return True
+
+    def signal_now(self, member: Membership, frame: OutFrame, key: str | None) -> bool:
+        self.registry.signal(member.key, frame, sender=member.connection_id, slot_key=key)
+        return True
 
     async def leave(self, member: Membership) -> None:
         self.leave_now(member)

@@ -91,7 +91,29 @@ class Refresh:
     token: str = dataclasses.field(repr=False)
 
 
-ClientMessage = Publish | Ping | Refresh | Join | Leave
+@dataclasses.dataclass(frozen=True)
+class SetPresence:
+    """``{"type": "presence", "state": {...}, "session": ...}``: this connection's presence state
+    in the session; ``state_json`` is its canonical encoding (what the size limit measures)."""
+
+    state: Any = dataclasses.field(repr=False)
+    state_json: str = dataclasses.field(repr=False)
+    session: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Signal:
+    """``{"type": "signal", "data": ..., "key": ..., "session": ...}``: an ephemeral frame for the
+    session's other connections; a newer one with the same ``key`` replaces an unsent older one."""
+
+    data_json: str
+    key: str | None = None
+    session: str | None = None
+
+
+ClientMessage = Publish | Ping | Refresh | Join | Leave | SetPresence | Signal
+#: Longest signal ``key``.
+MAX_SIGNAL_KEY = 64
 #: The largest ``since`` a client may send: Redis's 64-bit counter never gets there.
 MAX_SINCE = 10**18 - 1
 
@@ -169,13 +191,18 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         if not isinstance(token, str) or not token:
             raise MessageError(ErrorCode.BAD_FRAME, 'a "refresh" frame needs a string "token"')
         return Refresh(token)
+    if kind == "signal":
+        return _signal(obj)
+    if kind == "presence":
+        return _presence(obj)
     if kind == "join":
         return _join(obj)
     if kind == "leave":
         return Leave(_session_of(obj))
     # The type is not echoed: error frames never repeat client input.
     raise MessageError(
-        ErrorCode.UNKNOWN_TYPE, 'unknown frame type; expected "message", "join", "leave", "ping" or "refresh"'
+        ErrorCode.UNKNOWN_TYPE,
+        'unknown frame type; expected "message", "signal", "presence", "join", "leave", "ping" or "refresh"',
     )
 
 
@@ -190,6 +217,35 @@ def _session_of(obj: dict[str, Any]) -> str:
     except UnicodeEncodeError:
         raise MessageError(ErrorCode.BAD_FRAME, 'a "session" with a lone surrogate is no session id') from None
     return session
+
+
+def _signal(obj: dict[str, Any]) -> Signal:
+    session = _session_of(obj) if "session" in obj else None
+    key = obj.get("key")
+    if key is not None:
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_SIGNAL_KEY:
+            raise MessageError(ErrorCode.BAD_FRAME, 'a signal "key" is a string of 1-64 characters', None, session)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MessageError(ErrorCode.BAD_JSON, "invalid JSON: lone surrogate in string", None, session) from None
+    if "data" not in obj:
+        raise MessageError(ErrorCode.BAD_FRAME, 'a "signal" frame needs "data"', None, session)
+    try:
+        return Signal(encode_data(obj["data"]), key, session)
+    except MessageError as exc:
+        raise MessageError(exc.code, exc.message, None, session) from None
+
+
+def _presence(obj: dict[str, Any]) -> SetPresence:
+    session = _session_of(obj) if "session" in obj else None
+    state = obj.get("state")
+    if not isinstance(state, dict):
+        raise MessageError(ErrorCode.BAD_FRAME, 'a "presence" frame needs a JSON object "state"', None, session)
+    try:
+        return SetPresence(state, encode_data(state), session)
+    except MessageError as exc:
+        raise MessageError(exc.code, exc.message, None, session) from None
 
 
 def _join(obj: dict[str, Any]) -> Join:
@@ -251,10 +307,12 @@ def _dumps(obj: dict[str, Any]) -> OutFrame:
     return OutFrame(_COMPACT.encode(obj))
 
 
-def participant(user_id: str, name: str | None) -> dict[str, str]:
-    entry = {"user_id": user_id}
+def participant(user_id: str, name: str | None, state: Any = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"user_id": user_id}
     if name is not None:
         entry["name"] = name
+    if state is not None:
+        entry["state"] = state
     return entry
 
 
@@ -264,25 +322,29 @@ def welcome_frame(
     user_id: str,
     org_id: str,
     connection_id: str,
-    participants: list[dict[str, str]],
+    participants: list[dict[str, Any]] | str,
     seq: int,
     epoch: str,
     recovered: bool,
+    participant_count: int | None = None,
 ) -> OutFrame:
-    return _dumps(
+    """``welcome``. ``participants`` may be the JSON text of the list, encoded once for many
+    welcomes (a big session's roster); with ``participant_count`` over its length, the welcome
+    says ``participants_truncated``."""
+    listed = participants if isinstance(participants, str) else _COMPACT.encode(participants)
+    count = participant_count if participant_count is not None else len(participants)
+    head = _COMPACT.encode(
         {
             "type": "welcome",
             "session_id": session_id,
             "user_id": user_id,
             "org_id": org_id,
             "connection_id": connection_id,
-            "participants": participants,
-            "participant_count": len(participants),
-            "seq": seq,
-            "epoch": epoch,
-            "recovered": recovered,
         }
     )
+    tail = _COMPACT.encode({"participant_count": count, "seq": seq, "epoch": epoch, "recovered": recovered})
+    truncated = ',"participants_truncated":true' if participant_count is not None else ""
+    return OutFrame(f'{head[:-1]},"participants":{listed}{truncated},{tail[1:]}')
 
 
 def presence_frame(kind: str, *, session_id: str, user_id: str, name: str | None, count: int) -> OutFrame:
@@ -330,6 +392,36 @@ def message_frame(
         session_id=session_id, user_id=user_id, name=name, ts=ts, data_json=data_json, message_id=message_id
     )
     return OutFrame(f"{before}{seq}{after}")
+
+
+def presence_state_frame(*, session_id: str, user_id: str, state_json: str) -> OutFrame:
+    """``presence_state``: ``user_id``'s state in ``session_id`` is now the JSON object
+    ``state_json`` (``null``: it has none any more). Spliced: the state was encoded on the way in."""
+    head = _COMPACT.encode({"type": "presence_state", "session_id": session_id, "user_id": user_id})
+    return OutFrame(f'{head[:-1]},"state":{state_json}}}')
+
+
+def presence_summary_frame(*, session_id: str, count: int, joined: list[str], left: list[str]) -> OutFrame:
+    """``presence_summary``: a big session's joins and leaves since the last one, newest first."""
+    return _dumps(
+        {
+            "type": "presence_summary",
+            "session_id": session_id,
+            "participant_count": count,
+            "joined": joined,
+            "left": left,
+        }
+    )
+
+
+def signal_frame(*, session_id: str, user_id: str, name: str | None, data_json: str, key: str | None) -> OutFrame:
+    """``signal`` as the session's other connections get it: no seq, never stored."""
+    head: dict[str, Any] = {"type": "signal", "session_id": session_id, "user_id": user_id}
+    if name is not None:
+        head["name"] = name
+    if key is not None:
+        head["key"] = key
+    return OutFrame(f'{_COMPACT.encode(head)[:-1]},"data":{data_json}}}')
 
 
 def ack_frame(*, session_id: str, message_id: str, seq: int, duplicate: bool) -> OutFrame:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from tornado_ws.core import protocol as messages
+from tornado_ws.core.presence import Roster, StateBatch, Summary
 from tornado_ws.core.protocol import OutFrame
 from tornado_ws.core.stream import PublishedIds, Recovery, Stream, new_epoch
 
+#: Seconds between two flushes of presence_state frames, at least (the coalescing window).
+STATE_INTERVAL = 0.05
 #: Fewest message ids one session remembers (``10 * history_size`` when that is more).
 MIN_IDS_PER_SESSION = 1000
 
@@ -32,9 +35,13 @@ class SessionKey(NamedTuple):
 
 
 class Peer(Protocol):
-    """What the hub needs from a connection. ``send`` must not raise."""
+    """What the hub needs from a connection. ``send`` and ``signal`` must not raise."""
 
     def send(self, frame: OutFrame) -> None: ...
+
+    def signal(self, slot: Hashable, frame: OutFrame) -> None:
+        """An ephemeral frame: it may be dropped, and replaced by a newer one in the same
+        ``slot`` until it is sent."""
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -55,29 +62,47 @@ class Membership:
     #: connection against the caps and leaving releases it. A ``/ws`` socket, in many sessions,
     #: is counted once, when it connects (:meth:`Registry.count_connection`).
     counts_connection: bool = True
-
-
-@dataclasses.dataclass(slots=True)
-class _Presence:
-    name: str | None
-    connections: int
+    #: This membership's presence state (a JSON object and its text), and when it was set
+    #: (:mod:`tornado_ws.core.presence`; 0: never).
+    state: Any = dataclasses.field(default=None, repr=False)
+    state_json: str | None = dataclasses.field(default=None, repr=False)
+    state_tick: int = 0
 
 
 class Session:
-    """Live members of one ``(org, session_id)`` and their stream."""
+    """Live members of one ``(org, session_id)``, its roster and its stream."""
 
     def __init__(self, key: SessionKey, stream: Stream) -> None:
         self.key = key
         self.stream = stream
         self.members: dict[str, Membership] = {}
-        self._presence: dict[str, _Presence] = {}
+        self.roster = Roster()
+        #: A big session's joins and leaves waiting for its next presence_summary.
+        self.summary: Summary | None = None
+        #: When the last presence_summary went out (clock time).
+        self.summary_sent = 0.0
+        #: The welcome's roster (participants JSON, how many) while nothing in it changes: in a
+        #: big session a join leaves the first --presence-roster-limit participants as they were.
+        self._roster_json: tuple[str, int] | None = None
 
     @property
     def participant_count(self) -> int:
-        return len(self._presence)
+        return len(self.roster)
 
-    def participants(self) -> list[dict[str, str]]:
-        return [messages.participant(uid, p.name) for uid, p in self._presence.items()]
+    def participants(self) -> list[dict[str, Any]]:
+        return self.roster.participants()
+
+    def roster_json(self, limit: int) -> tuple[str, int]:
+        """The JSON text of the first ``limit`` participants, and how many it lists (cached until
+        one of them leaves or changes state, or the cache lists fewer than it should)."""
+        cached = self._roster_json
+        if cached is None or (cached[1] < limit and cached[1] < len(self.roster)):
+            listed = self.roster.participants(limit)
+            cached = self._roster_json = (messages.encode_data(listed), len(listed))
+        return cached
+
+    def roster_changed(self) -> None:
+        self._roster_json = None
 
     def broadcast(self, frame: OutFrame, *, exclude: Membership | None = None) -> None:
         # Copy: a peer's send may lead to its removal (slow consumer) mid-loop.
@@ -88,22 +113,16 @@ class Session:
     def _add(self, member: Membership) -> bool:
         """Add ``member``; True when it is the user's first connection here."""
         self.members[member.connection_id] = member
-        entry = self._presence.get(member.user_id)
-        if entry is None:
-            self._presence[member.user_id] = _Presence(member.name, 1)
-            return True
-        entry.connections += 1
-        return False
+        # A new user is appended last: roster_json() sees whether its cache still lists enough.
+        return self.roster.add(member)
 
-    def _remove(self, member: Membership) -> bool:
-        """Remove ``member``; True when it was the user's last connection here."""
+    def _remove(self, member: Membership) -> tuple[bool, bool]:
+        """Remove ``member``: (it was the user's last connection here, the user's state changed)."""
         del self.members[member.connection_id]
-        entry = self._presence[member.user_id]
-        entry.connections -= 1
-        if entry.connections:
-            return False
-        del self._presence[member.user_id]
-        return True
+        last, state_changed = self.roster.remove(member)
+        if last or state_changed:
+            self._roster_json = None
+        return last, state_changed
 
 
 class Registry:
@@ -123,8 +142,10 @@ class Registry:
         max_connections_per_user: int = 8,
         max_connections_per_org: int = 10_000,
         idempotency_window: float | None = None,
+        roster_limit: int = 1000,
         clock: Callable[[], float] = time.time,
         epoch_factory: Callable[[], str] = new_epoch,
+        schedule: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
@@ -136,8 +157,17 @@ class Registry:
         self.max_connections_per_user = max_connections_per_user
         #: Connections of one org in this process; 0 turns the cap off.
         self.max_connections_per_org = max_connections_per_org
+        #: Above this many participants a welcome lists only the first ones and joins and leaves
+        #: go out as one presence_summary per second (--presence-roster-limit).
+        self.roster_limit = roster_limit
         self._clock = clock
         self._epoch_factory = epoch_factory
+        #: Runs a callback after a delay (seconds) on the owner's loop; None: at once. What lets
+        #: presence_state and presence_summary frames wait to be coalesced.
+        self.schedule = schedule
+        self._states = StateBatch()
+        self._states_scheduled = False
+        self._states_sent = 0.0
         self.sessions: dict[SessionKey, Session] = {}
         self._dormant: dict[SessionKey, Stream] = {}
         self._per_user: dict[tuple[str, str], int] = {}
@@ -192,6 +222,15 @@ class Registry:
         participants = session.participants() if session else []
         return {"participants": participants, "participant_count": len(participants)}
 
+    def presence_page(self, key: SessionKey, cursor: str | None, limit: int) -> dict[str, Any]:
+        """One page of :meth:`presence`: ``limit`` participants after ``cursor`` (a user id from the
+        last page's ``next_cursor``), in arrival order; ``next_cursor`` is None on the last page."""
+        session = self.sessions.get(key)
+        if session is None:
+            return {"participants": [], "participant_count": 0, "next_cursor": None}
+        page, after = session.roster.page(cursor, limit)
+        return {"participants": page, "participant_count": session.participant_count, "next_cursor": after}
+
     # -- membership --------------------------------------------------------
 
     def has_room(self, key: SessionKey) -> bool:
@@ -221,7 +260,8 @@ class Registry:
         return session
 
     def join(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery:
-        """Add ``member``: it gets ``welcome``, then any recovered frames; others get ``user_joined``.
+        """Add ``member``: it gets ``welcome``, then any recovered frames; others get ``user_joined``
+        (or, in a session over the roster limit, a later ``presence_summary``).
 
         Every frame is built before anything changes: a claim no frame can carry (a lone
         surrogate in ``name``) raises here and leaves the registry as it was.
@@ -232,25 +272,21 @@ class Registry:
         stream = session.stream if session is not None else self._dormant.get(key)
         if stream is None:
             stream = Stream(self.history_size, now, self._epoch_factory)
-        participants = session.participants() if session is not None else []
-        first = session is None or member.user_id not in session._presence
-        if first:
-            participants.append(messages.participant(member.user_id, member.name))
+        first = session is None or member.user_id not in session.roster
+        count = (0 if session is None else session.participant_count) + first
         recovery = stream.recover(epoch, since)
         welcome = messages.welcome_frame(
             session_id=key.session_id,
             user_id=member.user_id,
             org_id=key.org_id,
             connection_id=member.connection_id,
-            participants=participants,
+            **self.welcome_roster(session, member, count),
             seq=stream.last_seq,
             epoch=stream.epoch,
             recovered=recovery.recovered,
         )
-        if not first and member.name is not None:
-            # The welcome lists the user under its first connection's name: prove this one's fits
-            # a frame too, since its user_left may carry it. (A first connection's name is in the
-            # welcome, which is the proof; its user_joined, built below, cannot fail then.)
+        if member.name is not None:
+            # Its user_joined or user_left may carry the name: prove it fits a frame now.
             member.name.encode("utf-8")
         if session is None:
             if self._dormant.pop(key, None) is None:
@@ -262,35 +298,139 @@ class Registry:
         member.peer.send(welcome)
         for frame in recovery.frames:
             member.peer.send(frame)
-        if first and len(session.members) > 1:  # nobody to tell in a room of one
-            count = len(participants)
-            joined = messages.presence_frame(
-                "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name, count=count
-            )
-            session.broadcast(joined, exclude=member)
+        if first:
+            self.announce(key, "user_joined", member.user_id, member.name, count, member.connection_id)
         return recovery
+
+    def welcome_roster(self, session: Session | None, member: Membership, count: int) -> dict[str, Any]:
+        """The welcome's ``participants`` (and ``participant_count`` when truncated) for a member
+        joining ``session`` as one of ``count`` participants."""
+        if session is not None and count > self.roster_limit:
+            listed, _ = session.roster_json(self.roster_limit)
+            return {"participants": listed, "participant_count": count}
+        participants = session.participants() if session is not None else []
+        if session is None or member.user_id not in session.roster:
+            participants.append(messages.participant(member.user_id, member.name))
+        return {"participants": participants}
 
     def leave(self, member: Membership) -> None:
         """Remove ``member``; safe to call twice. The last one out empties the session."""
         session = self.sessions.get(member.key)
         if session is None or session.members.get(member.connection_id) is not member:
             return
-        left = None
-        if session._presence[member.user_id].connections == 1 and len(session.members) > 1:
-            left = messages.presence_frame(
-                "user_left",
-                session_id=member.key.session_id,
-                user_id=member.user_id,
-                name=member.name,
-                count=session.participant_count - 1,
-            )
-        session._remove(member)
+        key = member.key
+        last, state_changed = session._remove(member)
         self._count(member, -1)
         session.stream.touch(self._clock())
         if not session.members:
+            self._states.discard(key, member.user_id)
             self._retire(session)
-        elif left is not None:
-            session.broadcast(left)
+        elif last:
+            self._states.discard(key, member.user_id)
+            self.announce(key, "user_left", member.user_id, member.name, session.participant_count, None)
+        elif state_changed:
+            self._queue_state_of(session, member.user_id)
+
+    # -- presence: announcements, states and summaries -------------------------------------
+
+    def announce(
+        self, key: SessionKey, kind: str, user_id: str, name: str | None, count: int, exclude: str | None
+    ) -> None:
+        """Tell this node's members of ``key`` that ``user_id`` joined or left (``count``
+        participants now), excluding connection ``exclude``: a ``user_joined``/``user_left``
+        frame, or in a session over the roster limit an entry of its next ``presence_summary``."""
+        session = self.sessions.get(key)
+        if session is None:
+            return
+        self._flush_states_of(key)  # a state change before a leave arrives before it
+        if count + (kind == "user_left") > self.roster_limit:  # over it before a leave, after a join
+            summary = session.summary = session.summary or Summary()
+            (summary.user_joined if kind == "user_joined" else summary.user_left)(user_id)
+            summary.count = count
+            self._schedule_summary(session)
+            return
+        if session.summary:
+            self._send_summary(key)  # what the summary holds happened first
+        if len(session.members) > (kind == "user_joined"):  # nobody to tell in a room of one
+            frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
+            self.deliver(key, frame, exclude=exclude)
+
+    def _schedule_summary(self, session: Session) -> None:
+        summary = session.summary
+        if summary is None or summary.scheduled:
+            return
+        if self.schedule is None:
+            self._send_summary(session.key)
+            return
+        summary.scheduled = True
+        key = session.key
+        self.schedule(max(0.0, session.summary_sent + 1.0 - self._clock()), lambda: self._send_summary(key))
+
+    def _send_summary(self, key: SessionKey) -> None:
+        session = self.sessions.get(key)
+        if session is None or session.summary is None:
+            return
+        summary, session.summary = session.summary, None
+        if summary:
+            session.summary_sent = self._clock()
+            self.deliver(key, summary.frame(key.session_id))
+
+    def set_state(self, member: Membership, state: Any, state_json: str) -> bool:
+        """``member`` sets its presence state; every member (its user's other connections too)
+        gets ``presence_state`` at the next flush. False when it is not a member (any more)."""
+        session = self.sessions.get(member.key)
+        if session is None or session.members.get(member.connection_id) is not member:
+            return False
+        session.roster.set_state(member, state, state_json)
+        session.roster_changed()
+        self._queue_state_of(session, member.user_id)
+        return True
+
+    def _queue_state_of(self, session: Session, user_id: str) -> None:
+        frame = messages.presence_state_frame(
+            session_id=session.key.session_id, user_id=user_id, state_json=session.roster.state_json(user_id)
+        )
+        self.queue_state(session.key, user_id, frame)
+
+    def queue_state(self, key: SessionKey, user_id: str, frame: OutFrame) -> None:
+        """Send ``frame`` (a ``presence_state``) to this node's members of ``key`` at the next
+        flush, unless a newer one of the same user replaces it first. Flushes are at most one
+        per 50 ms, so a burst of updates reaches each member as a few frames."""
+        self._states.add(key, user_id, frame)
+        if self._states_scheduled:
+            return
+        if self.schedule is None:
+            self.flush_states()
+            return
+        self._states_scheduled = True
+        self.schedule(max(0.0, self._states_sent + STATE_INTERVAL - self._clock()), self.flush_states)
+
+    def flush_states(self) -> None:
+        """Deliver every waiting ``presence_state`` frame."""
+        self._states_scheduled = False
+        self._states_sent = self._clock()
+        for key, frames in self._states.take_all():
+            for frame in frames:
+                self.deliver(key, frame)
+
+    def signal(self, key: SessionKey, frame: OutFrame, *, sender: str, slot_key: str | None) -> int:
+        """Hand a ``signal`` to this node's members of ``key`` but connection ``sender``; a newer
+        signal of the same sender and ``slot_key`` replaces one still unsent. Returns how many."""
+        session = self.sessions.get(key)
+        if session is None:
+            return 0
+        slot: Hashable = (sender, slot_key) if slot_key is not None else object()
+        count = 0
+        for member in list(session.members.values()):
+            if member.connection_id != sender and member.pending is None:
+                member.peer.signal(slot, frame)
+                count += 1
+        return count
+
+    def _flush_states_of(self, key: SessionKey) -> None:
+        if self._states:
+            for frame in self._states.take(key):
+                self.deliver(key, frame)
 
     def _count(self, member: Membership, delta: int) -> None:
         if member.counts_connection:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable
 
 from tornado_ws.core import frames
 from tornado_ws.core.closing import CLOSED, CLOSING, DONE, OPEN, CloseHandshake
@@ -32,6 +32,11 @@ CLOSE_TIMEOUT = 5.0
 REFUSED_CLOSE_TIMEOUT = 1.0
 #: Bytes read per readiness event: a chatty client cannot starve the others.
 RECV_SIZE = 65536
+#: Signals one connection holds unsent (distinct slots) before it drops new ones.
+MAX_PENDING_SIGNALS = 256
+#: Bytes of signals written in one go once the socket drains: what may sit in the outbound
+#: buffer because of signals, far below any --max-outbound-buffer.
+SIGNAL_BATCH_BYTES = 16384
 _AGAIN = (BlockingIOError, InterruptedError)
 
 #: Per event loop, the connections whose frames wait for the loop's next pass (see ``write``).
@@ -93,6 +98,8 @@ class WebSocketConnection:
         "_parser",
         "_pending_pong",
         "_reading",
+        "_signals",
+        "_signals_listed",
         "_sock",
         "_unread",
         "last_seen",
@@ -131,6 +138,9 @@ class WebSocketConnection:
         # start(), an unscheduled list: what open() writes waits there for start() to send.
         self._held_writes: bytes | list[bytes] | None = [] if head else None
         self._lingering: Lingering | None = None
+        #: Signals not written yet, by slot: a newer one in the same slot replaces the older.
+        self._signals: dict[Hashable, bytes] | None = None
+        self._signals_listed = False
         self._handshake = CloseHandshake()
         self.last_seen = self._loop.time()
         if registered:
@@ -358,8 +368,53 @@ class WebSocketConnection:
             self._held_writes = None
             if self._handshake.state != CLOSED:
                 self._send(held if isinstance(held, bytes) else b"".join(held))
+        if self._signals_listed:
+            self._signals_listed = False
+            self._flush_signals()
 
-    def _send(self, wire: bytes) -> None:
+    def write_signal(self, slot: Hashable, wire: bytes) -> bool:
+        """Send an ephemeral frame once nothing else waits: after the durable frames, and only
+        while the socket keeps up. Until it goes out, a newer frame in the same ``slot``
+        replaces it (latest wins), so a slow reader gets the newest, not a backlog. Signals
+        never count toward the slow-consumer limit. False when it was dropped (closing, or
+        :data:`MAX_PENDING_SIGNALS` other slots waiting)."""
+        if self._handshake.state != OPEN or self._corked:
+            return False
+        signals = self._signals
+        if signals is None:
+            signals = self._signals = {}
+        elif slot not in signals and len(signals) >= MAX_PENDING_SIGNALS:
+            return False
+        signals[slot] = wire
+        if self._out is None and not self._signals_listed:
+            # Sent on the loop's next pass, with whatever else this pass writes to us.
+            self._signals_listed = True
+            if self._held_writes is None:
+                loop = self._loop
+                waiting = _held_by_loop.get(loop)
+                if waiting is None:
+                    _held_by_loop[loop] = waiting = []
+                    loop.call_soon(_flush_loop, loop)
+                waiting.append(self)
+        return True
+
+    def _flush_signals(self) -> None:
+        """Write waiting signals while the socket keeps up (up to SIGNAL_BATCH_BYTES at a time)."""
+        signals = self._signals
+        if not signals or self._out is not None or self._handshake.state != OPEN:
+            return
+        batch, size, budget = [], 0, min(SIGNAL_BATCH_BYTES, self._out_limit // 4)
+        while signals and size < budget:
+            wire = signals.pop(next(iter(signals)))
+            batch.append(wire)
+            size += len(wire)
+        self._send(b"".join(batch), durable=False)
+        if signals and self._out is None:
+            self._flush_signals()  # it all went out: the next batch
+
+    def _send(self, wire: bytes, *, durable: bool = True) -> None:
+        """Write ``wire`` or buffer what the socket does not take; a buffer over the limit makes
+        the connection a slow consumer, unless the bytes are signals (``durable=False``)."""
         out = self._out
         if out is None:
             try:
@@ -376,7 +431,7 @@ class WebSocketConnection:
             self._loop.add_writer(self._fd, self._on_writable)
         else:
             out += wire
-        if len(out) > self._out_limit and self._handshake.state == OPEN and not self._corked:
+        if durable and len(out) > self._out_limit and self._handshake.state == OPEN and not self._corked:
             self.on_slow()
 
     def _on_writable(self) -> None:
@@ -397,6 +452,8 @@ class WebSocketConnection:
             pong, self._pending_pong = self._pending_pong, None
             if pong is not None and self._handshake.state == OPEN:
                 self._send(frames.encode(frames.PONG, pong))
+            if self._signals:
+                self._flush_signals()
             if self._handshake.state == DONE:
                 self._hang_up()
 

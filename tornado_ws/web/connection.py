@@ -16,7 +16,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable
 
 from tornado_ws import hooks
 from tornado_ws.auth import AuthError, Claims
@@ -30,12 +30,14 @@ from tornado_ws.core.protocol import (
     Ping,
     Publish,
     Refresh,
+    SetPresence,
+    Signal,
     ack_frame,
     encode_data,
     error_frame,
-    message_id_of,
     parse_client_message,
     refreshed_frame,
+    signal_frame,
 )
 from tornado_ws.core.ratelimit import TokenBucket
 from tornado_ws.core.registry import Membership, Peer, SessionKey
@@ -66,7 +68,10 @@ class Connection(WebSocketConnection):
         "_bucket",
         "_control_bucket",
         "_expires_at",
+        "_join_bucket",
         "_ping_sent_at",
+        "_signal_bucket",
+        "_signal_refused_at",
         "_slow",
         "claims",
         "connection_id",
@@ -96,6 +101,10 @@ class Connection(WebSocketConnection):
         self.claims: Claims | None = None
         self._bucket: TokenBucket | None = None
         self._control_bucket: TokenBucket | None = None
+        #: Joins and leaves (/ws) and signals each spend a budget of their own.
+        self._join_bucket: TokenBucket | None = None
+        self._signal_bucket: TokenBucket | None = None
+        self._signal_refused_at = float("-inf")
         #: When the token (plus leeway) runs out, in time.time(); the hub's sweep closes us then.
         self._expires_at: float | None = None
         self._ping_sent_at: float | None = None
@@ -104,11 +113,17 @@ class Connection(WebSocketConnection):
     def authenticated(self, claims: Claims) -> None:
         """Called by the handler once ``claims`` are verified, before any join."""
         self.claims = claims
-        rate = self.state.config.rate_limit
+        config = self.state.config
+        rate = config.rate_limit
         if rate > 0:
-            burst = self.state.config.rate_burst
+            burst = config.rate_burst
             self._bucket = TokenBucket(rate, burst)
             self._control_bucket = TokenBucket(10 * rate, 10 * burst)
+            # A page joining its 30 sessions at load must not spend the messages' budget, and a
+            # join/leave churn must not go unbounded either.
+            self._join_bucket = TokenBucket(10 * rate, max(10 * burst, 2 * config.max_sessions_per_connection))
+        if config.signal_rate > 0:
+            self._signal_bucket = TokenBucket(config.signal_rate, config.signal_burst)
         self._schedule_expiry(claims)
 
     def membership_for(self, claims: Claims, session_id: str) -> Membership:
@@ -230,28 +245,101 @@ class Connection(WebSocketConnection):
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         # An awaitable holds this connection's next frames until it is done: per-sender order.
         claims = self.claims
-        if claims is None or self._slow or not self.memberships:
+        if claims is None or self._slow or not (self.multiplexed or self.memberships):
             return None
-        if self._bucket is not None and not self._bucket.allow():
-            # The id says which message was dropped; reading it parses only frames that hold "id".
-            self._rate_limited(message_id_of(message), None)
-            return None
+        # Parsed before the rate limit, which picks the budget by the frame's type; a frame that
+        # does not parse spends the messages' budget.
         try:
             frame = parse_client_message(message)
         except MessageError as exc:
-            self._error(exc.code, exc.message, exc.message_id, exc.session_id)
+            if self._bucket is not None and not self._bucket.allow():
+                self._rate_limited(exc.message_id, exc.session_id)
+            else:
+                self._error(exc.code, exc.message, exc.message_id, exc.session_id)
+            return None
+        if isinstance(frame, Signal):
+            return self._signal_frame(frame)
+        bucket = self._join_bucket if isinstance(frame, (Join, Leave)) else self._bucket
+        if bucket is not None and not bucket.allow():
+            self._rate_limited(frame.id if isinstance(frame, Publish) else None, getattr(frame, "session", None))
+            return None
+        if isinstance(frame, (Ping, Refresh)):
+            return self._connection_frame(frame, claims)
+        if isinstance(frame, (Join, Leave)):
+            return self._membership_frame(frame, claims)
+        member = self._member_for(frame.session, frame.id if isinstance(frame, Publish) else None)
+        if member is None:
             return None
         if isinstance(frame, Publish):
-            member = next(iter(self.memberships.values()))
-            if frame.session is not None and frame.session != member.key.session_id:
-                # Never into a session the sender did not name: this socket is in one only.
-                self.send(error_frame(ErrorCode.NOT_JOINED, "this connection is in another session", frame.id))
-                return None
             return self._publish_frame(member, claims, frame)
-        if isinstance(frame, (Join, Leave)):
-            self.send(error_frame(ErrorCode.UNKNOWN_TYPE, '"join" and "leave" are frames of /ws; this is /ws/<id>'))
+        return self._set_presence(member, frame)
+
+    def _membership_frame(self, frame: Join | Leave, claims: Claims) -> Awaitable[None] | None:
+        self.send(error_frame(ErrorCode.UNKNOWN_TYPE, '"join" and "leave" are frames of /ws; this is /ws/<id>'))
+        return None
+
+    def _member_for(self, session: str | None, message_id: str | None) -> Membership | None:
+        """The membership a frame is for (None after answering with an error): on ``/ws/<id>``
+        the one, and a ``session`` field may only name it."""
+        member = next(iter(self.memberships.values()))
+        if session is not None and session != member.key.session_id:
+            # Never into a session the sender did not name: this socket is in one only.
+            self.send(error_frame(ErrorCode.NOT_JOINED, "this connection is in another session", message_id))
             return None
-        return self._connection_frame(frame, claims)
+        return member
+
+    # -- presence state and signals ------------------------------------------------------
+
+    def _set_presence(self, member: Membership, frame: SetPresence) -> Awaitable[None] | None:
+        session_id = member.key.session_id
+        if len(frame.state_json.encode("utf-8")) > self.state.config.max_presence_state_size:
+            limit = self.state.config.max_presence_state_size
+            self._error(ErrorCode.STATE_TOO_LARGE, f"a presence state is at most {limit} bytes", None, session_id)
+            return None
+        if self.state.broker.set_state_now(member, frame.state, frame.state_json):
+            return None
+        return self._set_presence_through_broker(member, frame)
+
+    async def _set_presence_through_broker(self, member: Membership, frame: SetPresence) -> None:
+        try:
+            await self.state.broker.set_state(member, frame.state, frame.state_json)
+        except BrokerUnavailable as exc:
+            log.warning("presence state not set session=%s: %s", member.key.session_id, exc)
+            unreachable = "the message broker is unreachable; the state was not set"
+            self._error(ErrorCode.UNAVAILABLE, unreachable, None, member.key.session_id)
+
+    def _signal_frame(self, frame: Signal) -> Awaitable[None] | None:
+        bucket = self._signal_bucket
+        if bucket is not None and not bucket.allow():
+            self.state.metrics.signals_dropped += 1
+            now = self._loop.time()
+            if now - self._signal_refused_at >= 1.0:  # one error a second, not one per cursor move
+                self._signal_refused_at = now
+                self._rate_limited(None, frame.session)
+            return None
+        member = self._member_for(frame.session, None)
+        if member is None:
+            return None
+        out = signal_frame(
+            session_id=member.key.session_id,
+            user_id=member.user_id,
+            name=member.name,
+            data_json=frame.data_json,
+            key=frame.key,
+        )
+        if self.state.broker.signal_now(member, out, frame.key):
+            return None
+        return self._signal_through_broker(member, out, frame.key)
+
+    async def _signal_through_broker(self, member: Membership, out: OutFrame, key: str | None) -> None:
+        try:
+            await self.state.broker.signal(member, out, key)
+        except BrokerUnavailable:
+            self.state.metrics.signals_dropped += 1  # at most once: a signal is never retried
+
+    def signal(self, slot: Hashable, frame: OutFrame) -> None:
+        if self._slow or not self.write_signal(slot, frame.wire):
+            self.state.metrics.signals_dropped += 1
 
     def _connection_frame(self, frame: Ping | Refresh, claims: Claims) -> Awaitable[None] | None:
         if isinstance(frame, Ping):
@@ -372,10 +460,10 @@ class Connection(WebSocketConnection):
         if not self._slow:
             self.write(frame.wire)
 
-    def _send(self, wire: bytes) -> None:
+    def _send(self, wire: bytes, *, durable: bool = True) -> None:
         # Counted per socket write, not per frame: a write carries every frame of a loop pass.
         self.state.metrics.bytes_out += len(wire)
-        super()._send(wire)
+        super()._send(wire, durable=durable)
 
     def on_slow(self) -> None:
         if not self._slow:

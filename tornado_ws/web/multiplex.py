@@ -11,7 +11,7 @@ consumer, shutdown, a protocol error) ends every membership, as on ``/ws/<id>``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable
 from typing import Any
 
 from tornado_ws import hooks
@@ -19,14 +19,10 @@ from tornado_ws.auth import Claims
 from tornado_ws.core.protocol import (
     Join,
     Leave,
-    MessageError,
     OutFrame,
-    Publish,
     connected_frame,
     left_frame,
-    parse_client_message,
 )
-from tornado_ws.core.ratelimit import TokenBucket
 from tornado_ws.core.registry import Membership
 from tornado_ws.errors import CloseCode, ErrorCode
 from tornado_ws.web import joining
@@ -35,6 +31,8 @@ from tornado_ws.web.connection import Connection
 log = logging.getLogger("tornado_ws")
 
 NOT_JOINED = "this connection has not joined that session"
+NO_SESSION = 'a frame about a session on /ws needs a string "session"'
+
 #: The ``left`` of a ``join`` over ``--max-sessions-per-connection``.
 TOO_MANY_SESSIONS = joining.Refusal(
     CloseCode.TRY_AGAIN_LATER, "too many sessions on this connection", "per_connection_session_limit"
@@ -53,6 +51,9 @@ class SessionPeer:
     def send(self, frame: OutFrame) -> None:
         self.connection.send(frame)
 
+    def signal(self, slot: Hashable, frame: OutFrame) -> None:
+        self.connection.signal(slot, frame)
+
     def close(self, code: int, reason: str) -> None:
         self.connection.end_membership(self.member, code, reason)
 
@@ -60,7 +61,7 @@ class SessionPeer:
 class MultiplexConnection(Connection):
     """A ``/ws`` connection: frames name their session; the socket outlives each membership."""
 
-    __slots__ = ("_counted", "_join_bucket")
+    __slots__ = ("_counted",)
 
     multiplexed = True
 
@@ -68,20 +69,12 @@ class MultiplexConnection(Connection):
         super().__init__(*args, **kwargs)
         #: Whether Broker.connect counted this connection in (then on_closed counts it out).
         self._counted = False
-        self._join_bucket: TokenBucket | None = None
 
     def connected(self, claims: Claims) -> None:
         """Counted in by the broker: authenticate and send ``connected``."""
         self._counted = True
         self.state.multiplexed[self] = None
         self.authenticated(claims)
-        rate = self.state.config.rate_limit
-        # Joins have their own budget: a page joining its 30 sessions at load must not spend the
-        # messages' (--rate-burst), and a join/leave churn must not go unbounded either.
-        config = self.state.config
-        if rate > 0:
-            burst = max(10 * config.rate_burst, 2 * config.max_sessions_per_connection)
-            self._join_bucket = TokenBucket(10 * rate, burst)
         self.send(
             connected_frame(
                 user_id=claims.user_id,
@@ -99,41 +92,20 @@ class MultiplexConnection(Connection):
 
     # -- frames ---------------------------------------------------------------
 
-    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        claims = self.claims
-        if claims is None or self._slow:
-            return None
-        # Parsed before the rate limit, which then picks the budget by the frame's type: a
-        # frame that does not parse spends the messages' budget, as on /ws/<id>.
-        try:
-            frame = parse_client_message(message)
-        except MessageError as exc:
-            if self._bucket is not None and not self._bucket.allow():
-                self._rate_limited(exc.message_id, exc.session_id)
-            else:
-                self._error(exc.code, exc.message, exc.message_id, exc.session_id)
-            return None
-        is_membership_frame = isinstance(frame, (Join, Leave))
-        bucket = self._join_bucket if is_membership_frame else self._bucket
-        if bucket is not None and not bucket.allow():
-            session = getattr(frame, "session", None)
-            self._rate_limited(frame.id if isinstance(frame, Publish) else None, session)
-            return None
+    def _membership_frame(self, frame: Join | Leave, claims: Claims) -> Awaitable[None] | None:
         if isinstance(frame, Join):
             return self._join(frame, claims)
-        if isinstance(frame, Leave):
-            self._leave_frame(frame)
+        self._leave_frame(frame)
+        return None
+
+    def _member_for(self, session: str | None, message_id: str | None) -> Membership | None:
+        if session is None:
+            self._error(ErrorCode.BAD_FRAME, NO_SESSION, message_id, None)
             return None
-        if isinstance(frame, Publish):
-            if frame.session is None:
-                self._error(ErrorCode.BAD_FRAME, 'a "message" on /ws needs a string "session"', frame.id, None)
-                return None
-            member = self.memberships.get(frame.session)
-            if member is None:
-                self._error(ErrorCode.NOT_JOINED, NOT_JOINED, frame.id, frame.session)
-                return None
-            return self._publish_frame(member, claims, frame)
-        return self._connection_frame(frame, claims)
+        member = self.memberships.get(session)
+        if member is None:
+            self._error(ErrorCode.NOT_JOINED, NOT_JOINED, message_id, session)
+        return member
 
     def _join(self, frame: Join, claims: Claims) -> Awaitable[None] | None:
         session_id = frame.session
