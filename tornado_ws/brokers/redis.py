@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from tornado_ws.brokers import redis_scripts
+from tornado_ws.brokers import redis_presence, redis_scripts
 from tornado_ws.brokers.base import Broker, BrokerUnavailable, JoinRefused, Published, SessionLimit
 from tornado_ws.brokers.redis_scripts import SessionKeys
 from tornado_ws.core import protocol as messages
@@ -62,36 +62,15 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def _entry(raw: bytes | str) -> dict[str, Any] | None:
-    """A presence entry, or None for one that does not decode or whose text no frame can carry."""
-    try:
-        entry = json.loads(raw)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
-    if not isinstance(entry, dict):
-        return None
-    texts = (entry.get("u"), entry.get("n"), entry.get("m", ""))
-    try:
-        if not all(isinstance(text, str) and text.encode() is not None for text in texts):
-            return None
-    except UnicodeEncodeError:
-        return None
-    return entry
-
-
 def _safe_url(url: str) -> str:
     """``url`` without its password: log lines must not carry secrets."""
     return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:[redacted]@", url)
 
 
-def _participants(entries: list[bytes] | list[bytes | str]) -> list[dict[str, str]]:
-    """Distinct users of presence entries, in first-seen order; undecodable entries are skipped."""
-    seen: dict[str, str | None] = {}
-    for raw in entries:
-        entry = _entry(raw)
-        if entry is not None:
-            seen.setdefault(entry["u"], entry.get("m"))
-    return [messages.participant(user, name) for user, name in seen.items()]
+def _state_frame_parts(key: SessionKey, user_id: str) -> tuple[str, str]:
+    """A ``presence_state`` frame's text before and after its state (a script splices it in)."""
+    text = messages.presence_state_frame(session_id=key.session_id, user_id=user_id, state_json="null").text
+    return text[: -len("null}")], "}"
 
 
 def _encoded(values: list[str | int]) -> list[bytes | int]:
@@ -145,7 +124,7 @@ class RedisBroker(Broker):
         self._pubsub_client = aioredis.Redis.from_url(self._pubsub_url, **options)
         self._scripts = {
             name: self.redis.register_script(getattr(redis_scripts, name))
-            for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "ADMIT", "REAP", "KEEP")
+            for name in ("PUBLISH", "SNAPSHOT", "JOIN", "LEAVE", "ADMIT", "STATE", "REAP", "KEEP")
         }
         self._pubsub: Any = None
         self._channels: dict[bytes, SessionKey] = {}
@@ -247,7 +226,6 @@ class RedisBroker(Broker):
         messages.presence_frame_parts(
             "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name
         )
-        entry = {"n": self.node_id, "u": member.user_id, **({"m": member.name} if member.name else {})}
         script_keys = _encoded(
             [
                 keys.epoch,
@@ -267,7 +245,7 @@ class RedisBroker(Broker):
                 self.ttl,
                 epoch or "",
                 member.connection_id,
-                json.dumps(entry),
+                redis_presence.entry_json(self.node_id, member.user_id, member.name),
                 member.user_id,
                 json.dumps(list(key)),
                 self.node_id,
@@ -298,7 +276,8 @@ class RedisBroker(Broker):
         seen = self._seen.get(key)
         if seen is None:  # the first member here: the live stream starts after its snapshot
             self._seen[key] = seen = last_seq
-        participants = _participants(entries)
+        limit = registry.roster_limit
+        participants, count = redis_presence.roster(entries, limit)
         member.peer.send(
             messages.welcome_frame(
                 session_id=key.session_id,
@@ -306,6 +285,7 @@ class RedisBroker(Broker):
                 org_id=key.org_id,
                 connection_id=member.connection_id,
                 participants=participants,
+                participant_count=count if count > limit else None,
                 seq=last_seq,
                 epoch=stream_epoch,
                 recovered=recovered,
@@ -322,7 +302,7 @@ class RedisBroker(Broker):
             # until they pass, so it gets each seq after its snapshot once.
             self._waiting.setdefault(key, []).append((member, last_seq))
         if first:
-            await self._announce("user_joined", key, member.user_id, member.name, len(participants), member)
+            await self._announce("user_joined", key, member.user_id, member.name, count, member)
         return Recovery(recovered, replay)
 
     async def connect(self, org_id: str, user_id: str, connection_id: str) -> None:
@@ -404,10 +384,27 @@ class RedisBroker(Broker):
             _encoded([new_epoch(), self.history_size, self.ttl, before, after, key.session_id, cap]),
         )
 
+    async def set_state(self, member: Membership, state: Any, state_json: str) -> None:
+        keys = SessionKeys.of(member.key)
+        before, after = redis_presence.stated_entry_parts(self.node_id, member.user_id, member.name, state_json)
+        frame = messages.presence_state_frame(
+            session_id=member.key.session_id, user_id=member.user_id, state_json=state_json
+        )
+        await self._call(
+            "STATE", [keys.presence, keys.channel], _encoded([member.connection_id, before, after, frame.text])
+        )
+
+    async def signal(self, member: Membership, frame: OutFrame, key: str | None) -> None:
+        # Pub/sub only: a signal is at most once, stored nowhere. The header names the sender
+        # (never echoed to it) and the slot a newer signal replaces.
+        header = json.dumps([member.connection_id, key])
+        channel = SessionKeys.of(member.key).channel
+        await self._do(lambda: self.redis.publish(channel, f"g{header}\n{frame.text}"))
+
     async def presence(self, key: SessionKey) -> dict[str, Any]:
         entries = await self._do(lambda: self.redis.hvals(SessionKeys.of(key).presence))
-        participants = _participants(entries)
-        return {"participants": participants, "participant_count": len(participants)}
+        participants, count = redis_presence.roster(entries)
+        return {"participants": participants, "participant_count": count}
 
     async def kick(self, key: SessionKey, user_id: str, code: int, reason: str, *, ban_seconds: int = 0) -> int:
         keys = SessionKeys.of(key)
@@ -417,7 +414,7 @@ class RedisBroker(Broker):
             await self._do(lambda: self.redis.set(ban, b"1", ex=ban_seconds))
         entries = await self._do(lambda: self.redis.hvals(keys.presence))
         await self._do(lambda: self.redis.publish(keys.channel, order))
-        return sum(1 for raw in entries if (entry := _entry(raw)) is not None and entry["u"] == user_id)
+        return sum(1 for raw in entries if (entry := redis_presence.entry(raw)) is not None and entry["u"] == user_id)
 
     # -- presence --------------------------------------------------------------------
 
@@ -428,8 +425,11 @@ class RedisBroker(Broker):
         )
         user = redis_scripts.user_connections(member.key.org_id, member.user_id)
         release = "1" if member.counts_connection else "0"
+        state_before, state_after = _state_frame_parts(member.key, member.user_id)
         await self._call(
-            "LEAVE", [keys.presence, keys.channel, user], [member.connection_id, member.user_id, before, after, release]
+            "LEAVE",
+            [keys.presence, keys.channel, user],
+            _encoded([member.connection_id, member.user_id, before, after, release, state_before, state_after]),
         )
 
     async def _announce(
@@ -550,7 +550,17 @@ class RedisBroker(Broker):
             self._deliver(key, epoch.decode(), int(seq_text), OutFrame(frame.decode()))
         elif kind == b"p":
             exclude, frame = body.split(b" ", 1)
-            self.registry.deliver(key, OutFrame(frame.decode()), exclude=exclude.decode())
+            event = json.loads(frame)
+            self.registry.announce(
+                key, event["type"], event["user_id"], event.get("name"), event["participant_count"], exclude.decode()
+            )
+        elif kind == b"s":
+            text = body.decode()
+            self.registry.queue_state(key, json.loads(text)["user_id"], OutFrame(text))
+        elif kind == b"g":
+            header, frame = body.split(b"\n", 1)
+            sender, slot_key = json.loads(header)
+            self.registry.signal(key, OutFrame(frame.decode()), sender=sender, slot_key=slot_key)
         elif kind == b"k":
             order = json.loads(body)
             for member in self.registry.local_members(key, order["u"]):
@@ -712,9 +722,9 @@ class RedisBroker(Broker):
             left, gone = await self._call(
                 "REAP", [SessionKeys.of(key).presence], [node, redis_scripts.user_prefix(org_id)]
             )
-            count = len(_participants(left))
+            count = len(redis_presence.users(left))
             for entry_raw in gone:
-                entry = _entry(entry_raw)
+                entry = redis_presence.entry(entry_raw)
                 if entry is not None:
                     await self._announce("user_left", key, entry["u"], entry.get("m"), count, None)
         await self.redis.delete(redis_scripts.node_sessions(node))

@@ -91,20 +91,6 @@ class Roster:
             users = itertools.islice(users, limit)
         return [_participant(uid, user) for uid, user in users]
 
-    def page(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        """Up to ``limit`` participants after user ``after`` (arrival order), and the cursor of
-        the next page (None at the end). A cursor whose user has left starts from the beginning."""
-        users = iter(self._users.items())
-        if after is not None and after in self._users:
-            for uid, _ in users:
-                if uid == after:
-                    break
-        chosen = list(itertools.islice(users, limit + 1))
-        more = len(chosen) > limit
-        chosen = chosen[:limit]
-        page = [_participant(uid, user) for uid, user in chosen]
-        return page, (chosen[-1][0] if more and chosen else None)
-
 
 def _participant(user_id: str, user: _User) -> dict[str, Any]:
     return messages.participant(user_id, user.name, None if user.source is None else user.source.state)

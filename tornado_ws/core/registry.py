@@ -222,15 +222,6 @@ class Registry:
         participants = session.participants() if session else []
         return {"participants": participants, "participant_count": len(participants)}
 
-    def presence_page(self, key: SessionKey, cursor: str | None, limit: int) -> dict[str, Any]:
-        """One page of :meth:`presence`: ``limit`` participants after ``cursor`` (a user id from the
-        last page's ``next_cursor``), in arrival order; ``next_cursor`` is None on the last page."""
-        session = self.sessions.get(key)
-        if session is None:
-            return {"participants": [], "participant_count": 0, "next_cursor": None}
-        page, after = session.roster.page(cursor, limit)
-        return {"participants": page, "participant_count": session.participant_count, "next_cursor": after}
-
     # -- membership --------------------------------------------------------
 
     def has_room(self, key: SessionKey) -> bool:
@@ -351,7 +342,8 @@ class Registry:
             return
         if session.summary:
             self._send_summary(key)  # what the summary holds happened first
-        if len(session.members) > (kind == "user_joined"):  # nobody to tell in a room of one
+        members = session.members
+        if len(members) > 1 or exclude not in members:  # nobody to tell in a room of one
             frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
             self.deliver(key, frame, exclude=exclude)
 

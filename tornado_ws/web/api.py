@@ -7,6 +7,8 @@ another organization's sessions.
 
 from __future__ import annotations
 
+import base64
+import bisect
 import hmac
 import logging
 import re
@@ -182,15 +184,54 @@ class PublishHandler(ApiHandler):
 
 
 class PresenceHandler(ApiHandler):
-    """``GET /api/sessions/<id>/presence``."""
+    """``GET /api/sessions/<id>/presence[?limit=N&cursor=C]``: the roster, whole or one page."""
 
     async def get(self, session_id: str) -> None:
         key = await self.session_key(session_id)
+        limit_arg, cursor_arg = self.get_query_argument("limit", None), self.get_query_argument("cursor", None)
+        limit = _page_limit(limit_arg) if limit_arg is not None or cursor_arg is not None else None
+        after = _decode_cursor(cursor_arg) if cursor_arg is not None else None
         await self.state.ensure_started()
         try:
-            self.finish(await self.state.broker.presence(key))
+            presence = await self.state.broker.presence(key)
         except BrokerUnavailable:
             raise ApiError(503, "unavailable", "the message broker is unreachable") from None
+        if limit is None:
+            self.finish(presence)
+            return
+        # Pages in user-id order: a cursor stays valid whoever joins or leaves between two pages.
+        ordered = sorted(presence["participants"], key=lambda p: str(p["user_id"]))
+        start = 0 if after is None else bisect.bisect_right([str(p["user_id"]) for p in ordered], after)
+        page = ordered[start : start + limit]
+        more = start + limit < len(ordered)
+        next_cursor = _encode_cursor(str(page[-1]["user_id"])) if more and page else None
+        self.finish(
+            {"participants": page, "participant_count": presence["participant_count"], "next_cursor": next_cursor}
+        )
+
+
+#: The largest page of the presence route.
+MAX_PAGE = 1000
+_PAGE_LIMIT = re.compile(r"[0-9]{1,4}")
+
+
+def _page_limit(raw: str | None) -> int:
+    if raw is None:
+        return MAX_PAGE
+    if _PAGE_LIMIT.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_PAGE:
+        raise ApiError(400, "bad_request", f"limit is an integer from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def _encode_cursor(user_id: str) -> str:
+    return base64.urlsafe_b64encode(user_id.encode()).rstrip(b"=").decode()
+
+
+def _decode_cursor(raw: str) -> str:
+    try:
+        return base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "cursor is not one this route returned") from None
 
 
 class KickHandler(ApiHandler):
