@@ -230,9 +230,9 @@ async def test_latest_wins_toward_a_receiver_that_does_not_read_and_it_is_never_
     assert welcome["type"] == "welcome"
     alice = await nodes.mux(0, "alice")
     await alice.join("doc")
-    sent = 600
+    sent = 3000
     pad = "x" * 2000
-    for n in range(sent):  # ~1.2 MB of cursor moves: far more than the reader's buffers hold
+    for n in range(sent):  # ~6 MB of cursor moves: far more than the buffers between us hold
         await signal(alice, "doc", {"n": n, "pad": pad})
     await alice.publish_in("doc", "marker", "m-1")
     assert (await alice.recv_in("doc", "ack"))["seq"] == 1
