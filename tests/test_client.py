@@ -16,7 +16,7 @@ from tests.canary import Canary
 from tests.conftest import Clients, make_token, test_config
 from tests.faultproxy import FaultProxy
 from tests.hostile import HostileServer, Reply, welcome
-from tornado_ws.client import Backoff, Client, SessionClosed, connect
+from tornado_ws.client import Backoff, SessionClient, SessionClosed, connect
 from tornado_ws.config import Config
 from tornado_ws.core.registry import Registry
 
@@ -39,9 +39,9 @@ class Opened:
     """Closes every Client a test opened."""
 
     def __init__(self) -> None:
-        self.clients: list[Client] = []
+        self.clients: list[SessionClient] = []
 
-    async def connect(self, port: int, token: Any, session: str, **options: Any) -> Client:
+    async def connect(self, port: int, token: Any, session: str, **options: Any) -> SessionClient:
         client = await connect(f"ws://127.0.0.1:{port}", token, session, **{"backoff": FAST, **options})
         self.clients.append(client)
         return client
@@ -59,7 +59,7 @@ def opened(io_loop: IOLoop, port: int) -> Iterator[Opened]:
     io_loop.run_sync(close_all)
 
 
-async def messages(client: Client) -> AsyncIterator[dict[str, Any]]:
+async def messages(client: SessionClient) -> AsyncIterator[dict[str, Any]]:
     async for frame in client:
         if frame["type"] == "message":
             yield frame
@@ -270,11 +270,11 @@ async def test_many_senders_many_receivers_one_order(opened: Opened, port: int) 
     readers = [await opened.connect(port, make_token(f"r{i}"), "room") for i in range(5)]
     per_sender = 30
 
-    async def send_all(i: int, client: Client) -> None:
+    async def send_all(i: int, client: SessionClient) -> None:
         for n in range(per_sender):
             await client.send([i, n])
 
-    async def read_all(client: Client) -> list[tuple[int, int, int]]:
+    async def read_all(client: SessionClient) -> list[tuple[int, int, int]]:
         out = []
         async for frame in messages(client):
             out.append((frame["seq"], *frame["data"]))
