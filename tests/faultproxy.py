@@ -2,7 +2,8 @@
 
 It forwards bytes between a client and a target port and can, on command,
 ``cut`` every live connection (RST, as a dead Wi-Fi looks to the server),
-``stall`` forwarding (bytes are held, the connection stays up), ``delay``
+``stall`` forwarding (bytes are held, the connection stays up), ``hold_replies``
+(only the server's bytes are held: what the client sends still arrives), ``delay``
 each chunk, or refuse new connections (``refusing = True``: each is accepted and
 reset at once, as a crashed server's port looks). ``accepted`` counts forwarded
 connections, and :meth:`wait_accepted` waits for the next ones.
@@ -27,6 +28,8 @@ class FaultProxy:
         self._accepting = asyncio.Event()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._replies_flowing = asyncio.Event()
+        self._replies_flowing.set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,17 +51,22 @@ class FaultProxy:
         self.accepted += 1
         self._accepting.set()
         self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pump(src, dst, (writer, up_writer)))
+        for src, dst, gate in ((reader, up_writer, self._flowing), (up_reader, writer, self._replies_flowing)):
+            task = asyncio.ensure_future(self._pump(src, dst, gate, (writer, up_writer)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _pump(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pair: tuple[asyncio.StreamWriter, ...]
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        gate: asyncio.Event,
+        pair: tuple[asyncio.StreamWriter, ...],
     ) -> None:
         try:
             while chunk := await src.read(65536):
                 await self._flowing.wait()
+                await gate.wait()
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 dst.write(chunk)
@@ -92,8 +100,12 @@ class FaultProxy:
     def stall(self) -> None:
         self._flowing.clear()
 
+    def hold_replies(self) -> None:
+        self._replies_flowing.clear()
+
     def resume(self) -> None:
         self._flowing.set()
+        self._replies_flowing.set()
 
     async def stop(self) -> None:
         self.cut()

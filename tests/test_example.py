@@ -12,7 +12,7 @@ import pytest
 import tornado.web
 
 from tests.conftest import ROOT
-from tornado_ws.client import Client, SessionClosed, connect
+from tornado_ws.client import SessionClient, SessionClosed, connect
 from tornado_ws.testing import DEFAULT_SECRET, TEST_BACKOFF, make_token
 
 pytestmark = pytest.mark.usefixtures("no_errors_logged")
@@ -40,7 +40,7 @@ async def paid(client: Any, path: str, token: str | None = None) -> tuple[int, A
     return response.code, json.loads(response.body)
 
 
-async def member(port: int, user: str, org: str, project: str) -> Client:
+async def member(port: int, user: str, org: str, project: str) -> SessionClient:
     return await connect(
         f"ws://127.0.0.1:{port}/rt", make_token(DEFAULT_SECRET, user, org), project, backoff=TEST_BACKOFF
     )

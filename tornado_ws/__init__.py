@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tornado_ws.client import Backoff, Client, SessionClosed, connect
+    from tornado_ws.client import Backoff, Client, PublishError, SessionClient, SessionClosed, Subscription, connect
     from tornado_ws.config import Config, ConfigError
     from tornado_ws.core.protocol import valid_session_id
     from tornado_ws.core.registry import Registry, SessionKey
@@ -28,10 +28,13 @@ __all__ = [
     "ConfigError",
     "ErrorCode",
     "Hub",
+    "PublishError",
     "Registry",
     "Reject",
+    "SessionClient",
     "SessionClosed",
     "SessionKey",
+    "Subscription",
     "connect",
     "make_app",
     "valid_session_id",
@@ -42,7 +45,10 @@ _EXPORTS = {
     "make_app": ".hub",
     "Backoff": ".client",
     "Client": ".client",
+    "PublishError": ".client",
+    "SessionClient": ".client",
     "SessionClosed": ".client",
+    "Subscription": ".client",
     "connect": ".client",
     "Config": ".config",
     "ConfigError": ".config",

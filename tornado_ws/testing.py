@@ -7,7 +7,7 @@
   hooks or settings), ``tornado_ws_server`` and ``tornado_ws_connect``.
 - :class:`HubTestMixin` for ``tornado.testing.AsyncHTTPTestCase`` users.
 
-Clients are :class:`tornado_ws.client.Client` objects: ``await client.recv()``,
+Clients are :class:`tornado_ws.client.SessionClient` objects: ``await client.recv()``,
 ``await client.send(data)``, ``client.welcome``.
 """
 
@@ -24,7 +24,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
-from tornado_ws.client import Backoff, Client, connect
+from tornado_ws.client import Backoff, SessionClient, connect
 from tornado_ws.hub import Hub
 
 DEFAULT_SECRET = "tornado-ws-test-secret-" + "x" * 41  # 64 bytes: quiet for HS256..HS512
@@ -52,7 +52,7 @@ class HubServer:
     def __init__(self, hub: Hub, *, prefix: str = "", extra_routes: list[Any] | None = None) -> None:
         self.hub = hub
         self.prefix = prefix.rstrip("/")
-        self.clients: list[Client] = []
+        self.clients: list[SessionClient] = []
         app = tornado.web.Application([*hub.routes(prefix), *(extra_routes or [])])
         sock, self.port = bind_unused_port()
         self._sockets: list[socket.socket] = [sock]
@@ -73,7 +73,7 @@ class HubServer:
             raise RuntimeError("HubServer.token needs a hub with jwt_secret")
         return make_token(secret, sub, org, **claims)
 
-    async def connect(self, session: str, sub: str = "alice", org: str = "acme", **claims: Any) -> Client:
+    async def connect(self, session: str, sub: str = "alice", org: str = "acme", **claims: Any) -> SessionClient:
         """A connected client (welcome received); closed by :meth:`stop`."""
         client = await connect(self.url, self.token(sub, org, **claims), session, backoff=TEST_BACKOFF)
         self.clients.append(client)
@@ -107,13 +107,13 @@ class HubTestMixin:
 
     def get_app(self) -> tornado.web.Application:
         self.hub = self.make_hub()
-        self._ws_clients: list[Client] = []
+        self._ws_clients: list[SessionClient] = []
         return tornado.web.Application([*self.hub.routes(), *self.extra_routes()])
 
     def token(self, sub: str = "alice", org: str = "acme", **claims: Any) -> str:
         return make_token(self.jwt_secret, sub, org, **claims)
 
-    async def ws_connect(self, session: str, sub: str = "alice", org: str = "acme", **claims: Any) -> Client:
+    async def ws_connect(self, session: str, sub: str = "alice", org: str = "acme", **claims: Any) -> SessionClient:
         url = f"ws://127.0.0.1:{self.get_http_port()}"
         client = await connect(url, self.token(sub, org, **claims), session, backoff=TEST_BACKOFF)
         self._ws_clients.append(client)
@@ -154,6 +154,6 @@ if pytest is not None:
         io_loop.run_sync(server.stop)
 
     @pytest.fixture
-    def tornado_ws_connect(tornado_ws_server: HubServer) -> Callable[..., Awaitable[Client]]:
+    def tornado_ws_connect(tornado_ws_server: HubServer) -> Callable[..., Awaitable[SessionClient]]:
         """``await tornado_ws_connect(session, sub="alice", org="acme", **claims)`` → a connected client."""
         return tornado_ws_server.connect
