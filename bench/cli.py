@@ -43,10 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_const", dest="preset", const="quick", help="smaller and shorter")
     size.add_argument("--smoke", action="store_const", dest="preset", const="smoke", help="seconds; what tests run")
     p.set_defaults(preset="full")
-    p.add_argument("--scenarios", type=_csv(list(SCENARIOS)), default=list(SCENARIOS), help="comma list")
+    every = list(SCENARIOS)
+    p.add_argument(
+        "--scenarios", type=_csv(every), default=every, help=f"comma list of {', '.join(every)} (default: all)"
+    )
     p.add_argument("--peers", type=_csv(list(PEERS)), default=list(PEERS), help="comma list (default: all)")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and driver to separate cores")
-    p.add_argument("--profile", action="store_true", help="py-spy tornado-ws in extra fan-out/handshake/idle runs")
+    profiled = ", ".join(key for key, _, _ in PROFILED)
+    p.add_argument(
+        "--profile", action="store_true", help=f"py-spy tornado-ws in extra runs of {profiled} (if selected)"
+    )
     p.add_argument("--write-doc", nargs="?", const=str(ROOT / "docs" / "performance.md"), metavar="PATH")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     return p
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             status = result.unavailable or result.failure or f"{result.errors} errors"
             log(f"[{key}] {peer}: {status} ({time.monotonic() - t0:.1f} s)")
             results.append(result)
-    profiles, profile_errors = run_profiles(args.preset, pin) if args.profile else ([], [])
+    profiles, profile_errors = run_profiles(args.preset, pin, args.scenarios) if args.profile else ([], [])
     block = render(args, results, profiles, profile_errors, pin, time.monotonic() - started)
     print(block)
     if args.json:
@@ -83,15 +89,20 @@ PROFILED: tuple[tuple[str, str, Callable[[dict[str, float]], float]], ...] = (
     ("fanout", "saturate", lambda p: p["warmup"] + p["duration"]),
     ("handshake", "handshake", lambda p: p["warmup"] + p["duration"]),
     ("idle", "idle", lambda p: p["hold"]),
+    # Every /ws socket joining its sessions: about a second with the memory broker (full preset).
+    ("multiplex", "join", lambda p: 1),
 )
 
 
-def run_profiles(preset: str, pin: bool) -> tuple[list[Profile], list[str]]:
-    """Extra runs of tornado-ws under py-spy (apart from the measured runs, so they stay unperturbed)."""
+def run_profiles(preset: str, pin: bool, scenarios: list[str]) -> tuple[list[Profile], list[str]]:
+    """Extra runs of tornado-ws under py-spy (apart from the measured runs, so they stay unperturbed),
+    for the profiled scenarios among ``scenarios``."""
     out_dir = Path(tempfile.gettempdir()) / "tornado-ws-bench"
     out_dir.mkdir(exist_ok=True)
     profiles, errors = [], []
     for key, phase, seconds in PROFILED:
+        if key not in scenarios:
+            continue
         scenario = SCENARIOS[key]
         title = f"{scenario.title} ({phase} phase)"
         profiler = Profiler(title, out_dir / f"tornado-ws-{key}.pyspy.txt", phase, seconds(params(scenario, preset)))

@@ -8,16 +8,23 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .peers import PEERS, TORNADO_WS
+from .peers import FEATURES, PEERS, TORNADO_WS
 from .profile import Profile
 from .runner import Result
-from .scenarios import Scenario
+from .scenarios import Column, Scenario
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def _fmt(fmt: str, value: Any) -> str:
     return "—" if value is None else fmt.format(value)
+
+
+def _cell(column: Column, result: Result, features: frozenset[str]) -> str:
+    # A peer without the feature a figure needs has no such figure: say so, do not invent one.
+    if column.needs is not None and column.needs not in features:
+        return FEATURES[column.needs]
+    return _fmt(column.fmt, result.figures.get(column.key))
 
 
 def table(scenario: Scenario, results: Iterable[Result]) -> str:
@@ -33,7 +40,8 @@ def table(scenario: Scenario, results: Iterable[Result]) -> str:
             why = r.unavailable or f"failed: {r.failure}"
             lines.append("| " + " | ".join([label, why] + ["—"] * (len(head) - 2)) + " |")
             continue
-        cells = [label, *(_fmt(c.fmt, r.figures.get(c.key)) for c in scenario.columns), str(r.errors)]
+        features = PEERS[r.peer].features()
+        cells = [label, *(_cell(c, r, features) for c in scenario.columns), str(r.errors)]
         for c in ratio_cols:
             mine, theirs = (ours.figures.get(c.key) if ours else None), r.figures.get(c.key)
             cells.append(f"{mine / theirs:.2f}x" if mine is not None and theirs else "—")

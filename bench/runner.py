@@ -59,6 +59,7 @@ def run_one(
                 "jwt_secret": secret,
                 "org": ORG,
                 "cores": [SERVER_CORE, DRIVER_CORE] if pin else [],
+                "features": sorted(peer.features()),
             }
             hook = None if on_phase is None else (lambda phase: on_phase(phase, dep.pids))
             out = run_driver(config, DRIVER_CORE if pin else None, scenario.timeout * scale, hook)

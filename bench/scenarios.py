@@ -19,6 +19,7 @@ class Column:
     label: str
     fmt: str = "{:,.0f}"
     better: str | None = None  # "higher" / "lower": a ratio column is added for it
+    needs: str | None = None  # a peer feature (bench.peers.FEATURES) without which there is no such figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,7 @@ FANOUT = Scenario(
     {
         "full": dict(receivers=1000, window=16, warmup=1, duration=3, latency_duration=2, fixed_rate=10),
         "quick": dict(receivers=300, window=16, warmup=0.5, duration=1.5, latency_duration=1, fixed_rate=10),
-        "smoke": dict(receivers=20, window=4, warmup=0.2, duration=0.5, latency_duration=0.3, fixed_rate=20),
+        "smoke": dict(receivers=20, window=4, warmup=0.1, duration=0.3, latency_duration=0.2, fixed_rate=20),
     },
     (
         Column("deliveries_per_s", "deliveries/s (max)", better="higher"),
@@ -66,6 +67,38 @@ FANOUT = Scenario(
     timeout=120,
 )
 
+FANOUT_IDS = Scenario(
+    "fanout-ids",
+    "Fan-out with ids",
+    "The fan-out scenario (1 room x {receivers:,} members, closed loop with at most {window} messages in flight,"
+    " {duration} s after {warmup} s warm-up), twice on the same server and connections: without ids, then with a"
+    ' unique `"id"` on every publish (tornado-ws acknowledges each to the sender; the peers relay it like any'
+    " frame, so their two runs show the noise). Latency: open loop for {latency_duration} s, both at half of the"
+    ' max without ids. "ids ÷ no ids" is the ratio within the run.',
+    {
+        "full": dict(receivers=1000, window=16, warmup=1, duration=3, latency_duration=2),
+        "quick": dict(receivers=300, window=16, warmup=0.5, duration=1.5, latency_duration=1),
+        "smoke": dict(receivers=20, window=4, warmup=0.1, duration=0.3, latency_duration=0.2),
+    },
+    (
+        Column("deliveries_per_s", "deliveries/s (max), ids", better="higher"),
+        Column("server_us_per_delivery", "server CPU µs/delivery, ids", "{:.2f}", "lower"),
+        Column("plain_deliveries_per_s", "deliveries/s (max), no ids"),
+        Column("plain_server_us_per_delivery", "server CPU µs/delivery, no ids", "{:.2f}"),
+        Column("ids_rate_ratio", "deliveries/s ids ÷ no ids", "{:.2f}x"),
+        Column("ids_cpu_ratio", "µs/delivery ids ÷ no ids", "{:.2f}x"),
+        Column("half_p99_ms", "p99 ms, ids", "{:.1f}", "lower"),
+        Column("plain_half_p99_ms", "p99 ms, no ids", "{:.1f}"),
+        Column("ids_p99_ratio", "p99 ids ÷ no ids", "{:.2f}x"),
+        Column("ack_half_p99_ms", "ack p99 ms", "{:.1f}", needs="acks"),
+        Column("acks_missing", "acks missing", needs="acks"),
+        SERVER_CORE,
+        DRIVER_CPU,
+        Column("lost", "lost"),
+    ),
+    timeout=120,
+)
+
 ROOMS = Scenario(
     "rooms",
     "Many rooms",
@@ -74,7 +107,7 @@ ROOMS = Scenario(
     {
         "full": dict(rooms=100, members=10, warmup=1, duration=3),
         "quick": dict(rooms=30, members=10, warmup=0.5, duration=1.5),
-        "smoke": dict(rooms=3, members=5, warmup=0.2, duration=0.5),
+        "smoke": dict(rooms=3, members=5, warmup=0.1, duration=0.3),
     },
     (
         Column("deliveries_per_s", "deliveries/s", better="higher"),
@@ -96,13 +129,69 @@ IDLE = Scenario(
     {
         "full": dict(connections=10000, members=10, settle=1, hold=2),
         "quick": dict(connections=2000, members=10, settle=1, hold=1),
-        "smoke": dict(connections=50, members=10, settle=0.2, hold=0.3),
+        "smoke": dict(connections=50, members=10, settle=0.1, hold=0.2),
     },
     (
         Column("connections", "connected"),
         Column("kib_per_connection", "KiB RSS/connection", "{:.1f}", "lower"),
         Column("connect_per_s", "connects/s (64 at a time)"),
         Column("idle_server_cpu_pct", "idle server CPU %", "{:.1f}"),
+    ),
+    timeout=120,
+)
+
+MULTIPLEX = Scenario(
+    "multiplex",
+    "One socket, many sessions (`/ws`)",
+    "{single_connections:,} sockets to `/ws/<id>` in rooms of {members}, as in the idle scenario: RSS growth per"
+    " socket. Then, where the peer has `/ws`: {connections} `/ws` sockets each join {sessions} sessions (every"
+    " session has {members} members): RSS growth per membership over the {connections} connected sockets. One"
+    " socket joins its {sessions} alone (its join frames in one write, timed to the last welcome), then the others"
+    " {join_concurrency} at a time (time per socket, and joins/s; at most {join_budget_s} s). {settle} s settle"
+    " before each RSS reading.",
+    {
+        "full": dict(
+            single_connections=2000,
+            members=10,
+            connections=200,
+            sessions=100,
+            join_concurrency=10,
+            join_budget_s=30,
+            join_timeout_s=20,
+            settle=1,
+        ),
+        "quick": dict(
+            single_connections=1000,
+            members=10,
+            connections=100,
+            sessions=100,
+            join_concurrency=10,
+            join_budget_s=15,
+            join_timeout_s=15,
+            settle=0.5,
+        ),
+        "smoke": dict(
+            single_connections=20,
+            members=5,
+            connections=4,
+            sessions=10,
+            join_concurrency=2,
+            join_budget_s=5,
+            join_timeout_s=5,
+            settle=0.1,
+        ),
+    },
+    (
+        Column("single_connections", "`/ws/<id>` sockets"),
+        Column("kib_per_connection", "KiB RSS per `/ws/<id>` socket", "{:.1f}", "lower"),
+        Column("memberships", "`/ws` memberships", needs="multiplex"),
+        Column("kib_per_membership", "KiB RSS per membership", "{:.2f}", "lower", needs="multiplex"),
+        Column("membership_vs_connection", "membership ÷ socket", "{:.2f}x", needs="multiplex"),
+        Column("solo_join_ms", "ms to join all, alone", "{:.0f}", "lower", needs="multiplex"),
+        Column("join_p50_ms", "p50 ms to join all, concurrently", "{:.0f}", needs="multiplex"),
+        Column("join_p99_ms", "p99 ms to join all, concurrently", "{:.0f}", needs="multiplex"),
+        Column("joins_per_s", "joins/s", better="higher", needs="multiplex"),
+        Column("server_us_per_join", "server CPU µs/join", "{:.0f}", "lower", needs="multiplex"),
     ),
     timeout=120,
 )
@@ -115,7 +204,7 @@ HANDSHAKE = Scenario(
     {
         "full": dict(concurrency=32, warmup=0.5, duration=3),
         "quick": dict(concurrency=32, warmup=0.3, duration=1.5),
-        "smoke": dict(concurrency=4, warmup=0.1, duration=0.5),
+        "smoke": dict(concurrency=4, warmup=0.1, duration=0.3),
     },
     (
         Column("handshakes_per_s", "handshakes/s", better="higher"),
@@ -135,7 +224,7 @@ CHURN = Scenario(
     {
         "full": dict(rooms=20, members=20, rate_per_room=10, concurrency=16, warmup=0.5, duration=3),
         "quick": dict(rooms=10, members=20, rate_per_room=10, concurrency=16, warmup=0.3, duration=1.5),
-        "smoke": dict(rooms=2, members=5, rate_per_room=10, concurrency=2, warmup=0.1, duration=0.5),
+        "smoke": dict(rooms=2, members=5, rate_per_room=10, concurrency=2, warmup=0.1, duration=0.3),
     },
     (
         Column("cycles_per_s", "connect/close cycles/s", better="higher"),
@@ -148,7 +237,7 @@ CHURN = Scenario(
     timeout=60,
 )
 
-SCENARIOS: dict[str, Scenario] = {s.key: s for s in (FANOUT, ROOMS, IDLE, HANDSHAKE, CHURN)}
+SCENARIOS: dict[str, Scenario] = {s.key: s for s in (FANOUT, FANOUT_IDS, ROOMS, IDLE, MULTIPLEX, HANDSHAKE, CHURN)}
 
 
 def params(scenario: Scenario, preset: str) -> dict[str, Any]:

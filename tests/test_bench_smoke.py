@@ -14,13 +14,15 @@ from bench import cli
 from bench.peers import PEERS, tornado_ws_flags
 from bench.report import table
 from bench.runner import Result, run_one
-from bench.scenarios import SCENARIOS
+from bench.scenarios import SCENARIOS, Scenario, params
 
 # The one figure per scenario that proves traffic flowed.
 FLOWED = {
     "fanout": "deliveries_per_s",
+    "fanout-ids": "deliveries_per_s",
     "rooms": "deliveries_per_s",
     "idle": "connections",
+    "multiplex": "memberships",
     "handshake": "handshakes_per_s",
     "churn": "cycles_per_s",
 }
@@ -35,20 +37,49 @@ def test_every_scenario_runs_against_tornado_ws(tmp_path):
     for r in results:
         assert r["failure"] is None and r["errors"] == 0, r
         assert r["figures"][FLOWED[r["scenario"]]] > 0, r
-    fanout = results[0]["figures"]
+    by_key = {r["scenario"]: r["figures"] for r in results}
+    fanout = by_key["fanout"]
     assert fanout["lost"] == 0
     assert fanout["fixed_delivered"] == fanout["fixed_expected"] > 0
     assert fanout["server_us_per_delivery"] > 0
+    # Both halves ran, every id'd message reached everyone and was acked.
+    ids = by_key["fanout-ids"]
+    assert ids["lost"] == 0 and ids["acks_missing"] == 0
+    assert ids["plain_deliveries_per_s"] > 0 and ids["ids_rate_ratio"] > 0
+    assert ids["half_delivered"] == ids["half_expected"] > 0
+    assert ids["plain_half_delivered"] == ids["plain_half_expected"] > 0
+    assert ids["ack_half_p99_ms"] is not None
+    # Every /ws socket joined every one of its sessions; the /ws/<id> half ran too.
+    mux, mux_params = by_key["multiplex"], params(SCENARIOS["multiplex"], "smoke")
+    assert mux["memberships"] == mux_params["connections"] * mux_params["sessions"]
+    assert mux["single_connections"] == mux_params["single_connections"]
+    assert mux["bulk_connections"] == mux_params["connections"] - 1 and mux["solo_join_ms"] > 0
     text = doc.read_text()
     assert "### Fan-out" in text and "### Targets (issue #7)" in text
+    assert "### Fan-out with ids" in text and "### One socket, many sessions (`/ws`)" in text
 
 
 def test_a_peer_runs_on_the_same_driver():
-    result = run_one(SCENARIOS["fanout"], PEERS["naive-tornado"], "smoke", pin=False)
+    # The fan-out with ids: both of its runs (the second relaying frames with ids it cannot ack).
+    result = run_one(SCENARIOS["fanout-ids"], PEERS["naive-tornado"], "smoke", pin=False)
     assert result.ok, result.failure
     assert result.errors == 0, result.error_samples
-    assert result.figures["deliveries_per_s"] > 0
+    assert result.figures["plain_deliveries_per_s"] > 0 and result.figures["deliveries_per_s"] > 0
     assert result.figures["lost"] == 0
+    assert result.figures["acks_missing"] is None
+    row = _cells(table(SCENARIOS["fanout-ids"], [result]))
+    assert row[_column(SCENARIOS["fanout-ids"], "acks_missing")] == "no acks"
+
+
+def test_a_peer_without_multiplexing_is_reported_not_faked():
+    # What the driver returns for a peer without /ws: only the /ws/<id> half.
+    result = Result("multiplex", "naive-tornado", figures={"single_connections": 20, "kib_per_connection": 20.0})
+    scenario = SCENARIOS["multiplex"]
+    row = _cells(table(scenario, [result]))
+    assert row[_column(scenario, "kib_per_connection")] == "20.0"
+    for column in scenario.columns:
+        if column.needs == "multiplex":
+            assert row[_column(scenario, column.key)] == "no multiplexing", column
 
 
 @pytest.mark.parametrize("peer", ["tornado-ws-redis", "tornado-ws-redis-2"])
@@ -56,6 +87,16 @@ def test_a_peer_this_build_lacks_is_reported_not_faked(peer):
     if "--broker" not in tornado_ws_flags():
         assert PEERS[peer].unavailable() == "not available in this build (no --broker flag)"
     missing = Result("fanout", peer, unavailable="not available in this build (no --broker flag)")
-    cells = [c.strip() for c in table(SCENARIOS["fanout"], [missing]).splitlines()[-1].strip("|").split("|")]
+    cells = _cells(table(SCENARIOS["fanout"], [missing]))
     assert cells[1].startswith("not available in this build")
     assert set(cells[2:]) == {"—"}
+
+
+def _cells(markdown: str) -> list[str]:
+    """The last row of a table, cell by cell."""
+    return [c.strip() for c in markdown.splitlines()[-1].strip("|").split("|")]
+
+
+def _column(scenario: Scenario, key: str) -> int:
+    """Where a figure's cell is in a row (the peer's label comes first)."""
+    return 1 + [c.key for c in scenario.columns].index(key)

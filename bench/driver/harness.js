@@ -9,6 +9,7 @@ const { coreTicks, cpuMicros, mintToken, selfCpuMicros } = require('./stats');
 const BT = Buffer.from('"bt":');
 const SENDER = Buffer.from('"c":');
 const WELCOME = Buffer.from('"welcome"');
+const CONNECTED = Buffer.from('"connected"'); // the first frame of tornado-ws's /ws (no session yet)
 const M = 0x6d; // 'm': `{"type":"message"...` has it at offset 9; welcome/presence/pong do not
 const ERROR = Buffer.from('{"type":"error"'); // tornado-ws's error frame (e.g. `unavailable`: a publish was dropped)
 const PAD = 'x'.repeat(4096);
@@ -38,9 +39,10 @@ function numberAfter(buf, s, e, key) {
 /** Is frame [s, e) a `message` frame? Cheap: one byte, no decoding. */
 const isMessage = (buf, s, e) => e - s > 10 && buf[s + 9] === M;
 
-/** Publish text of `size` bytes carrying the send time and the sender's index. */
-function messageFrame(size, sender) {
-  const head = `{"type":"message","data":{"bt":${now().toFixed(3)},"c":${sender},"p":"`;
+/** Publish text of `size` bytes carrying the send time and the sender's index (and `id`, if given). */
+function messageFrame(size, sender, id) {
+  const tag = id === undefined ? '' : `"id":"${id}",`;
+  const head = `{"type":"message",${tag}"data":{"bt":${now().toFixed(3)},"c":${sender},"p":"`;
   const pad = Math.max(0, size - head.length - 3);
   return Buffer.from(`${head}${PAD.slice(0, pad)}"}}`);
 }
@@ -65,17 +67,21 @@ class Ctx {
     process.stderr.write(`PHASE ${name}\n`);
   }
 
-  /** Connect one client; resolves with it once the welcome frame arrived. */
+  /**
+   * Connect one client to `/ws/<room>`; resolves with it once the welcome frame arrived.
+   * `room` null: tornado-ws's `/ws` (one socket, many sessions), whose first frame is `connected`.
+   */
   connect(room, user, handlers, index = 0) {
     const { targets, jwt_secret: secret, org } = this.cfg;
     const target = targets[index % targets.length];
     const token = mintToken(secret, user, org);
+    const first = room === null ? CONNECTED : WELCOME;
     return new Promise((resolve, reject) => {
       let welcomed = false;
       const ws = new RawWs({
         host: target.host,
         port: target.port,
-        path: `/ws/${room}?token=${token}`,
+        path: room === null ? `/ws?token=${token}` : `/ws/${room}?token=${token}`,
         onOpen() {},
         onText: (w, buf, s, e) => {
           if (welcomed) {
@@ -90,10 +96,10 @@ class Ctx {
           }
           welcomed = true;
           clearTimeout(timer);
-          const i = buf.indexOf(WELCOME, s);
+          const i = buf.indexOf(first, s);
           if (i < 0 || i >= e) {
             w.destroy();
-            reject(new Error('first frame is not a welcome'));
+            reject(new Error(`first frame is not ${first}`));
           } else {
             resolve(w);
           }
@@ -150,6 +156,19 @@ class Ctx {
       };
       ws.close();
     });
+  }
+
+  /** Wait until `done()` holds (checked every 5 ms), at most `maxMs`; false and an error if it never did. */
+  async until(done, what, maxMs = 10000) {
+    const start = now();
+    while (!done()) {
+      if (now() - start >= maxMs) {
+        this.error(`${what} did not happen within ${maxMs} ms`);
+        return false;
+      }
+      await sleep(5);
+    }
+    return true;
   }
 
   /** Wait until `counter()` stops moving for `idleMs` (traffic drained), at most `maxMs`. */
@@ -223,4 +242,12 @@ class Ctx {
   }
 }
 
-module.exports = { Ctx, SENDER, BT, isMessage, messageFrame, numberAfter, now, sleep };
+/** CPU figures of a measurement window: the processes, and their cores when pinned. */
+const load = (w) => ({
+  server_cpu_pct: w.server_cpu_pct,
+  driver_cpu_pct: w.driver_cpu_pct,
+  server_core_pct: w.core0_busy_pct,
+  driver_core_pct: w.core1_busy_pct,
+});
+
+module.exports = { Ctx, SENDER, BT, isMessage, load, messageFrame, numberAfter, now, sleep };

@@ -78,6 +78,12 @@ class RawWs {
     return this.sock.write(encodeFrame(0x1, payload));
   }
 
+  /** Several text frames in one write (a page joining its sessions sends them together). */
+  sendTexts(payloads) {
+    if (this.state !== 'open') return false;
+    return this.sock.write(Buffer.concat(payloads.map((payload) => encodeFrame(0x1, payload))));
+  }
+
   /** Polite close: our close frame, then the server answers and drops TCP. */
   close() {
     if (this.state === 'open' && !this.closeSent) {

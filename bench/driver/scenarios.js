@@ -1,111 +1,12 @@
 'use strict';
-// The five scenarios. Each takes (ctx, params) and returns a flat object of
-// figures; the Python side names and formats them. Times are in ms, rates per
-// second, CPU in µs or % of one core.
+// The scenarios, by the key the Python side gives them (bench/scenarios.py).
+// Each takes (ctx, params) and returns a flat object of figures; the Python
+// side names and formats them. Times are in ms, rates per second, CPU in µs or
+// % of one core. The fan-out ones are in fanout.js, /ws's in multiplex.js.
 const { Histogram, rssKiB } = require('./stats');
-const { BT, SENDER, isMessage, messageFrame, now, numberAfter, sleep } = require('./harness');
-
-/** CPU figures of a measurement window: the processes, and their cores when pinned. */
-const load = (w) => ({
-  server_cpu_pct: w.server_cpu_pct,
-  driver_cpu_pct: w.driver_cpu_pct,
-  server_core_pct: w.core0_busy_pct,
-  driver_core_pct: w.core1_busy_pct,
-});
-
-/** 1 room × N members, one of them publishes: max rate, then latency at fixed rates. */
-async function fanout(ctx, p) {
-  const hist = new Histogram();
-  let msgs = 0;
-  let other = 0;
-  let sent = 0;
-  let live = 0;
-  let recording = false;
-  let pumping = false;
-  let pub = null;
-  const publish = () => {
-    pub.sendText(messageFrame(p.message_bytes, 0));
-    sent++;
-  };
-  // Closed loop: at most `window` publishes not yet delivered to every member.
-  const pump = () => {
-    while (sent - msgs / live < p.window) publish();
-  };
-  const handlers = {
-    onText(w, buf, s, e) {
-      if (!isMessage(buf, s, e)) {
-        other++;
-        return;
-      }
-      msgs++;
-      if (recording) hist.record(now() - numberAfter(buf, s, e, BT));
-      if (pumping) pump();
-    },
-  };
-  const conns = await ctx.connectMany(p.receivers, (i) => ({ room: 'fanout', user: `f${i}` }), handlers);
-  live = conns.filter(Boolean).length;
-  pub = conns.find(Boolean);
-  if (!pub) return { receivers: 0 };
-  await ctx.quiesce(() => msgs + other); // tornado-ws: N joins are N² presence frames
-  const out = { receivers: live };
-
-  // 1. Saturation, closed loop.
-  ctx.phase('saturate');
-  pumping = true;
-  pump();
-  await sleep(p.warmup * 1000);
-  hist.reset();
-  recording = true;
-  let m0 = msgs;
-  let win = ctx.window();
-  await sleep(p.duration * 1000);
-  let w = win.end();
-  let delivered = msgs - m0;
-  pumping = false;
-  recording = false;
-  ctx.phase('saturate-end');
-  await ctx.quiesce(() => msgs);
-  const maxRate = delivered / w.seconds;
-  Object.assign(out, {
-    deliveries_per_s: maxRate,
-    server_us_per_delivery: w.server_cpu_us / Math.max(1, delivered),
-    ...load(w),
-    sat_p50_ms: hist.percentile(50),
-    sat_p99_ms: hist.percentile(99),
-  });
-
-  // 2. Latency at fixed offered rates, open loop: the same rate for everyone,
-  //    then half of this server's own maximum.
-  const phases = [
-    ['fixed', p.fixed_rate],
-    ['half', (0.5 * maxRate) / live],
-  ];
-  for (const [name, rate] of phases) {
-    hist.reset();
-    recording = true;
-    m0 = msgs;
-    win = ctx.window();
-    const offered = await ctx.openLoop(rate, p.latency_duration, publish);
-    await ctx.quiesce(() => msgs, 300, 10000);
-    w = win.end();
-    recording = false;
-    delivered = msgs - m0;
-    Object.assign(out, {
-      [`${name}_rate_msgs`]: rate,
-      [`${name}_deliveries_per_s`]: delivered / w.seconds,
-      [`${name}_expected`]: offered * live,
-      [`${name}_delivered`]: delivered,
-      [`${name}_p50_ms`]: hist.percentile(50),
-      [`${name}_p99_ms`]: hist.percentile(99),
-      [`${name}_max_ms`]: hist.max,
-      [`${name}_server_us_per_delivery`]: w.server_cpu_us / Math.max(1, delivered),
-      [`${name}_driver_cpu_pct`]: w.driver_cpu_pct,
-      [`${name}_server_core_pct`]: w.core0_busy_pct,
-    });
-  }
-  out.lost = sent * live - msgs;
-  return out;
-}
+const { BT, SENDER, isMessage, load, messageFrame, now, numberAfter, sleep } = require('./harness');
+const { fanout, fanoutIds } = require('./fanout');
+const { multiplex } = require('./multiplex');
 
 /** R rooms × M members, everyone publishes; each member keeps one publish in flight. */
 async function rooms(ctx, p) {
@@ -278,4 +179,4 @@ async function churn(ctx, p) {
   };
 }
 
-module.exports = { fanout, rooms, idle, handshake, churn };
+module.exports = { fanout, 'fanout-ids': fanoutIds, multiplex, rooms, idle, handshake, churn };

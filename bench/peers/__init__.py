@@ -44,6 +44,12 @@ class Peer:
     #: None when it can run here, else why not (shown in its table rows).
     unavailable: Callable[[], str | None] = lambda: None
     note: str = ""
+    #: What it does beyond relaying a room (:data:`FEATURES`); a figure that needs more is not measured.
+    features: Callable[[], frozenset[str]] = frozenset
+
+
+#: Protocol features a scenario may need, and what a table says for a peer without one.
+FEATURES = {"multiplex": "no multiplexing", "acks": "no acks"}
 
 
 @functools.cache
@@ -67,9 +73,21 @@ def _tornado_ws_argv(module: str, extra: Callable[[Launch], list[str]] = lambda 
             args += ["--rate-limit", "0"]  # every member publishes as fast as it can
         if "--max-connections" in flags:
             args += ["--max-connections", "50000"]  # the idle scenario holds 10,000
+        if "--max-sessions-per-org" in flags:
+            args += ["--max-sessions-per-org", "100000"]  # the multiplex scenario opens 2,200 (one org)
         return args + extra(launch)
 
     return argv
+
+
+def tornado_ws_features() -> frozenset[str]:
+    """What this build of tornado-ws speaks, by the flags that came with it (issue #16)."""
+    flags = tornado_ws_flags()
+    return frozenset(
+        feature
+        for feature, flag in (("multiplex", "--max-sessions-per-connection"), ("acks", "--idempotency-window"))
+        if flag in flags
+    )
 
 
 def _needs_flag(flag: str) -> Callable[[], str | None]:
@@ -116,7 +134,13 @@ PEERS: dict[str, Peer] = {
             lambda launch: ["node", str(NODE_WS_DIR / "server.js"), "--port", str(launch.port)],
             verifies_jwt=False,
         ),
-        Peer(TORNADO_WS, "tornado-ws (memory broker)", _tornado_ws_argv("tornado_ws"), verifies_jwt=True),
+        Peer(
+            TORNADO_WS,
+            "tornado-ws (memory broker)",
+            _tornado_ws_argv("tornado_ws"),
+            verifies_jwt=True,
+            features=tornado_ws_features,
+        ),
         Peer(
             "tornado-ws-uvloop",
             "tornado-ws + uvloop",
@@ -124,6 +148,7 @@ PEERS: dict[str, Peer] = {
             verifies_jwt=True,
             unavailable=_needs_module("uvloop"),
             note="the same server on uvloop's event loop (optional extra)",
+            features=tornado_ws_features,
         ),
         Peer(
             "tornado-ws-orjson",
@@ -132,6 +157,7 @@ PEERS: dict[str, Peer] = {
             verifies_jwt=True,
             unavailable=_needs_module("orjson"),
             note="the same server re-encoding message data with orjson (measured, not a dependency)",
+            features=tornado_ws_features,
         ),
         Peer(
             "tornado-ws-redis",
@@ -140,6 +166,7 @@ PEERS: dict[str, Peer] = {
             verifies_jwt=True,
             redis=1,
             unavailable=_redis_ready,
+            features=tornado_ws_features,
         ),
         Peer(
             "tornado-ws-redis-2",
@@ -149,6 +176,7 @@ PEERS: dict[str, Peer] = {
             nodes=2,
             redis=1,
             unavailable=_redis_ready,
+            features=tornado_ws_features,
         ),
     )
 }
