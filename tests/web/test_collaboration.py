@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import Client, MuxClient, make_token
 from tests.rawws import raw_upgrade, read_frame, text_frame
-from tests.web.test_multiplex import SERVICE, Nodes, make_nodes, module_redis  # noqa: F401 - fixtures
+from tests.web.conftest import Nodes
+from tests.web.test_multiplex import SERVICE
 
 pytestmark = pytest.mark.usefixtures("no_errors_logged")
 
