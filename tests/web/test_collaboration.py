@@ -307,3 +307,28 @@ async def test_a_big_session_truncates_the_welcome_and_summarises_joins_and_leav
     assert (status, body["error"]["code"]) == (400, "bad_request")
     status, body = await nodes.http(0, "GET", "/api/sessions/hall/presence?cursor=%25%25", SERVICE)
     assert (status, body["error"]["code"]) == (400, "bad_request")
+
+
+async def test_unkeyed_signals_to_a_stalled_reader_are_dropped_past_its_waiting_slots_and_counted(
+    make_nodes: Callable[..., Nodes],
+) -> None:
+    nodes = make_nodes(signal_rate=0, max_outbound_buffer=64 * 1024)
+    receiving = nodes.servers[-1]
+    reader, writer, _ = await raw_upgrade(receiving.port, "doc", make_token("slow"), rcvbuf=4096)
+    alice = await nodes.mux(0, "alice")
+    await alice.join("doc")
+    pad = "y" * 2000
+    for n in range(3000):  # no key: none replaces another, so the stalled reader's slots fill up
+        await signal(alice, "doc", {"n": n, "pad": pad}, key=None)
+    await alice.publish_in("doc", "marker", "m-1")
+    assert (await alice.recv_in("doc", "ack"))["seq"] == 1
+    got = 0
+    while True:
+        frame = json.loads((await read_frame(reader))[1])
+        if frame["type"] == "message":
+            break
+        got += 1
+    # Durable frames are never dropped: the marker came; signals past the waiting slots were.
+    assert got < 3000
+    assert nodes.hubs[-1].state.metrics.signals_dropped > 0
+    writer.close()
