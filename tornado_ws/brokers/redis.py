@@ -54,6 +54,8 @@ T = TypeVar("T")
 HEARTBEAT = 1.0
 PRESENCE_TTL = 5.0
 SUBSCRIBE_TIMEOUT = 3.0
+#: Seconds a node reuses a big session's truncated roster for the welcomes of its joins.
+ROSTER_CACHE_SECONDS = 1.0
 #: Redis connections per node for commands (pub/sub has its own).
 POOL_SIZE = 256
 
@@ -143,6 +145,9 @@ class RedisBroker(Broker):
         #: Members whose snapshot is newer than what the listener has delivered: (member, its
         #: snapshot's seq), released by _deliver once the live stream reaches it.
         self._waiting: dict[SessionKey, list[tuple[Membership, int]]] = {}
+        #: Big sessions' truncated rosters (expiry, participants): a join into a session over
+        #: --presence-roster-limit reads about that many entries from Redis once a second, not each time.
+        self._rosters: dict[SessionKey, tuple[float, list[dict[str, Any]]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
@@ -236,6 +241,7 @@ class RedisBroker(Broker):
                 redis_scripts.org_sessions(key.org_id),
                 redis_scripts.user_connections(key.org_id, member.user_id),
                 redis_scripts.ban(key, member.user_id),
+                keys.users,
             ]
         )
         script_args = _encoded(
@@ -252,6 +258,8 @@ class RedisBroker(Broker):
                 key.session_id,
                 registry.max_connections_per_user if member.counts_connection else -1,
                 registry.max_sessions_per_org,
+                registry.roster_limit,
+                "0" if self._cached_roster(key) is not None else "1",
             ]
         )
         self._active.add(member)
@@ -267,7 +275,7 @@ class RedisBroker(Broker):
             self._active.discard(member)
             self._detach(member)
             raise _REFUSALS[result[0]]()
-        first, entries, snap = result
+        first, entries, snap, count = result
         if member not in self._active:  # it left while we waited on Redis
             await self._presence_leave(member)
             return Recovery(False)
@@ -277,7 +285,13 @@ class RedisBroker(Broker):
         if seen is None:  # the first member here: the live stream starts after its snapshot
             self._seen[key] = seen = last_seq
         limit = registry.roster_limit
-        participants, count = redis_presence.roster(entries, limit)
+        if count <= limit:
+            participants, _ = redis_presence.roster(entries)
+        elif entries:
+            participants, _ = redis_presence.roster(entries, limit)
+            self._rosters[key] = (self._clock() + ROSTER_CACHE_SECONDS, participants)
+        else:
+            participants = self._cached_roster(key) or []
         member.peer.send(
             messages.welcome_frame(
                 session_id=key.session_id,
@@ -332,6 +346,14 @@ class RedisBroker(Broker):
     async def _release_connection(self, org_id: str, user_id: str, connection_id: str) -> None:
         user = redis_scripts.user_connections(org_id, user_id)
         await self._do(lambda: self.redis.hdel(user, connection_id))
+
+    def _cached_roster(self, key: SessionKey) -> list[dict[str, Any]] | None:
+        """A big session's truncated roster, as this node last read it (for a second at most)."""
+        cached = self._rosters.get(key)
+        if cached is None or cached[0] < self._clock():
+            self._rosters.pop(key, None)
+            return None
+        return cached[1]
 
     async def leave(self, member: Membership) -> None:
         if member not in self._active:
@@ -428,7 +450,7 @@ class RedisBroker(Broker):
         state_before, state_after = _state_frame_parts(member.key, member.user_id)
         await self._call(
             "LEAVE",
-            [keys.presence, keys.channel, user],
+            [keys.presence, keys.channel, user, keys.users],
             _encoded([member.connection_id, member.user_id, before, after, release, state_before, state_after]),
         )
 
@@ -474,6 +496,7 @@ class RedisBroker(Broker):
             self._confirmed.pop(channel, None)
             self._epochs.pop(member.key, None)
             self._seen.pop(member.key, None)
+            self._rosters.pop(member.key, None)
             if self._pubsub is not None:
                 self._spawn(self._quietly(self._pubsub.unsubscribe(channel)))
             self._spawn(
@@ -719,10 +742,10 @@ class RedisBroker(Broker):
         for raw in await self.redis.smembers(redis_scripts.node_sessions(node)):
             org_id, session_id = json.loads(raw)
             key = SessionKey(org_id, session_id)
-            left, gone = await self._call(
-                "REAP", [SessionKeys.of(key).presence], [node, redis_scripts.user_prefix(org_id)]
+            keys = SessionKeys.of(key)
+            count, gone = await self._call(
+                "REAP", [keys.presence, keys.users], [node, redis_scripts.user_prefix(org_id)]
             )
-            count = len(redis_presence.users(left))
             for entry_raw in gone:
                 entry = redis_presence.entry(entry_raw)
                 if entry is not None:

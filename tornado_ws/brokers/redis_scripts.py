@@ -25,11 +25,13 @@ class SessionKeys:
     history: str
     presence: str
     channel: str
+    #: Hash: user id -> its connections in the session (who is first, how many, in O(1)).
+    users: str
 
     @classmethod
     def of(cls, key: SessionKey) -> SessionKeys:
         base = f"tws:{len(key.org_id)}:{key.org_id}:{key.session_id}"
-        return cls(f"{base}:e", f"{base}:q", f"{base}:h", f"{base}:p", f"{base}:c")
+        return cls(f"{base}:e", f"{base}:q", f"{base}:h", f"{base}:p", f"{base}:c", f"{base}:u")
 
 
 NODES = "tws:nodes"

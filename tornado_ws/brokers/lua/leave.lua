@@ -1,4 +1,4 @@
--- KEYS presence, channel, user_connections. ARGV connection_id, user_id, user_left frame before /
+-- KEYS presence, channel, user_connections, users. ARGV connection_id, user_id, user_left frame before /
 -- after its count, release ('1': the connection leaves the user's count too; '0': a /ws
 -- membership, whose connection stays), presence_state frame before / after its state.
 -- Removes the entry and, in the same step: when it was the user's last, publishes ``user_left``
@@ -12,23 +12,27 @@ if not gone then
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local gone_entry = decode(gone)
-local users, count, last = {}, 0, true
-local best, best_t = nil, -1
-for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
-  local entry = decode(raw)
-  if entry ~= nil then
-    local user = entry['u']
-    if user == ARGV[2] then
-      last = false
+if gone_entry == nil then
+  return 1  -- not an entry we wrote: nobody to announce
+end
+local user_left = redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0
+if user_left then
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
+if user_left then
+  redis.call('PUBLISH', KEYS[2], 'p- ' .. ARGV[3] .. redis.call('HLEN', KEYS[4]) .. ARGV[4])
+elseif type(gone_entry['s']) == 'string' then
+  -- Did this entry hold the user's newest state? Then the newest of the others is its state now.
+  local gone_t, best, best_t = tonumber(gone_entry['t']) or 0, nil, -1
+  for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+    local entry = decode(raw)
+    if entry ~= nil and entry['u'] == ARGV[2] then
       local t = tonumber(entry['t'])
       if type(entry['s']) == 'string' and t and t > best_t then best, best_t = entry['s'], t end
     end
-    if not users[user] then users[user] = true count = count + 1 end
   end
-end
-if last then
-  redis.call('PUBLISH', KEYS[2], 'p- ' .. ARGV[3] .. count .. ARGV[4])
-elseif gone_entry ~= nil and type(gone_entry['s']) == 'string' and (tonumber(gone_entry['t']) or 0) >= best_t then
-  redis.call('PUBLISH', KEYS[2], 's' .. ARGV[6] .. (best or 'null') .. ARGV[7])
+  if gone_t >= best_t then
+    redis.call('PUBLISH', KEYS[2], 's' .. ARGV[6] .. (best or 'null') .. ARGV[7])
+  end
 end
 return 1
