@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
@@ -31,6 +31,9 @@ from tornado_ws.hub import make_app
 from tornado_ws.server import HEADER_TIMEOUT
 from tornado_ws.transport.guard import GuardedHTTPServer
 from tornado_ws.web.handler import SessionHandler
+
+if TYPE_CHECKING:
+    from tests.brokers.redis_server import RedisServer
 
 # Our own test plugin, loaded the way applications opt in (`-p tornado_ws.testing`), but from
 # here so that coverage, which starts before conftest files load, measures it.
@@ -313,6 +316,19 @@ async def wait_for(predicate: Any, timeout: float = TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server per test module, flushed by whoever needs it clean."""
+    # Imported here: redis_server.py imports tornado_ws.testing, which pytest must load as a
+    # plugin (pytest_plugins below) before anything imports it.
+    from tests.brokers.redis_server import RedisServer, require_redis_server
+
+    require_redis_server()
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
-from tests.brokers.redis_server import RedisServer, require_redis_server, stop_nodes
+from tests.brokers.redis_server import RedisServer, stop_nodes
 from tests.conftest import SECRET, Clients, make_token, test_config, wait_for
 from tests.faultproxy import FaultProxy
 from tests.hostile import HostileServer, Reply, welcome
@@ -549,14 +549,6 @@ async def exactly_once_through_cuts(sender: Client, receiver: Client, proxy: Fau
 
 async def test_exactly_once_through_cuts_memory(made: Callable[..., Client], port: int, proxy: FaultProxy) -> None:
     await exactly_once_through_cuts(made(proxy.port, make_token("alice")), made(port, make_token("bob")), proxy)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    require_redis_server()
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
 
 
 async def test_exactly_once_through_cuts_redis_two_nodes(

@@ -10,7 +10,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
-from tests.brokers.redis_server import RedisServer, require_redis_server, stop_nodes
+from tests.brokers.redis_server import RedisServer, stop_nodes
 from tests.conftest import SECRET, Client, Clients, MuxClient
 from tornado_ws.hub import Hub
 from tornado_ws.testing import HubServer, test_hub
@@ -57,17 +57,9 @@ class Nodes:
         await stop_nodes(self.servers)
 
 
-@pytest.fixture(scope="module")
-def module_redis() -> Iterator[RedisServer]:
-    require_redis_server()
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
 @pytest.fixture(params=["memory", "redis"])
 def make_nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[Callable[..., Nodes]]:
-    redis = request.getfixturevalue("module_redis") if request.param == "redis" else None
+    redis = request.getfixturevalue("redis_server") if request.param == "redis" else None
     made: list[Nodes] = []
 
     def make(**settings: Any) -> Nodes:

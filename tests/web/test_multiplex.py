@@ -374,21 +374,21 @@ async def test_a_bad_token_on_ws_closes_1008(make_nodes: Callable[..., Nodes]) -
 
 
 @pytest.fixture
-def redis_nodes(module_redis: RedisServer, io_loop: IOLoop) -> Iterator[Nodes]:
-    nodes = Nodes(module_redis)
+def redis_nodes(redis_server: RedisServer, io_loop: IOLoop) -> Iterator[Nodes]:
+    nodes = Nodes(redis_server)
     yield nodes
     io_loop.run_sync(nodes.close)
 
 
 async def test_a_restarted_stream_is_left_1012_for_that_session_only(
-    redis_nodes: Nodes, module_redis: RedisServer
+    redis_nodes: Nodes, redis_server: RedisServer
 ) -> None:
     alice = await redis_nodes.mux(0, "alice")
     await alice.join("room")
     await alice.join("quiet")
     await alice.publish_in("room", "before", "m-1")
     await alice.recv_in("room", "ack")
-    module_redis.flush()  # Redis lost everything: the next publish starts a new epoch
+    redis_server.flush()  # Redis lost everything: the next publish starts a new epoch
     assert (await redis_nodes.http(1, "POST", "/api/sessions/room/messages", SERVICE, {"data": 1}))[0] == 200
     assert await alice.recv_in("room", "left") == {
         "type": "left",

@@ -354,6 +354,9 @@ class WebSocketConnection:
                 held.append(wire)
             return
         self._held_writes = wire
+        self._flush_on_next_pass()
+
+    def _flush_on_next_pass(self) -> None:
         loop = self._loop
         waiting = _held_by_loop.get(loop)
         if waiting is None:
@@ -389,13 +392,8 @@ class WebSocketConnection:
         if self._out is None and not self._signals_listed:
             # Sent on the loop's next pass, with whatever else this pass writes to us.
             self._signals_listed = True
-            if self._held_writes is None:
-                loop = self._loop
-                waiting = _held_by_loop.get(loop)
-                if waiting is None:
-                    _held_by_loop[loop] = waiting = []
-                    loop.call_soon(_flush_loop, loop)
-                waiting.append(self)
+            if self._held_writes is None:  # else write() listed us already
+                self._flush_on_next_pass()
         return True
 
     def _flush_signals(self) -> None:
