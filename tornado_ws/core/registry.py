@@ -606,6 +606,8 @@ class Registry:
         self._per_org.clear()
         self._bans.clear()
         self._org_streams.clear()
+        self._states = StateBatch()
+        self._states_scheduled = False
         self._connections = 0
 
 
