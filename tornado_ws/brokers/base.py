@@ -116,6 +116,10 @@ class Broker(abc.ABC):
         never stored, never sequenced, at most once."""
         raise NotImplementedError  # pragma: no cover
 
+    def join_now(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery | None:
+        """:meth:`join` synchronously when this broker can (no I/O); None means "use :meth:`join`"."""
+        return None
+
     def leave_now(self, member: Membership) -> bool:
         """Leave synchronously when this broker can (no I/O); False means "use :meth:`leave`"."""
         return False

@@ -14,6 +14,9 @@ class MemoryBroker(Broker):
     """Everything in this process: the registry's own streams and presence."""
 
     async def join(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery:
+        return self.join_now(member, epoch=epoch, since=since)
+
+    def join_now(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery:
         registry, key = self.registry, member.key
         # No await between these checks and the join: nothing can slip in between.
         if registry.banned(key, member.user_id):

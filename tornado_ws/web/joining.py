@@ -9,7 +9,7 @@ and the ``authorize`` hook, then the broker's atomic admission (bans, caps) and 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from tornado_ws import hooks
 from tornado_ws.auth import Claims
@@ -34,10 +34,20 @@ INVALID_SESSION_ID = Refusal(CloseCode.POLICY_VIOLATION, "invalid session id", "
 UNAVAILABLE = Refusal(CloseCode.TRY_AGAIN_LATER, "unavailable; try again later", "unavailable")
 
 
-async def authorize(state: AppState, claims: Claims, session_id: str) -> Refusal | None:
-    """The checks before any state changes: the session id, the ``sessions`` claim, the hook."""
+def check(state: AppState, claims: Claims, session_id: str) -> Refusal | None:
+    """What needs no hook: the session id and the token's ``sessions`` claim."""
     if not valid_session_id(session_id, state.config.max_session_id_length):
         return INVALID_SESSION_ID
+    if not hooks.session_allowed(claims, session_id):
+        return Refusal(CloseCode.FORBIDDEN, hooks.NOT_IN_TOKEN, "forbidden")
+    return None
+
+
+async def authorize(state: AppState, claims: Claims, session_id: str) -> Refusal | None:
+    """The checks before any state changes: the session id, the ``sessions`` claim, the hook."""
+    refusal = check(state, claims, session_id)
+    if refusal is not None or state.hooks.authorize is None:
+        return refusal
     try:
         refused = await hooks.refusal(state.hooks, claims, session_id)
     except Exception:
@@ -46,6 +56,20 @@ async def authorize(state: AppState, claims: Claims, session_id: str) -> Refusal
     if refused is not None:
         return Refusal(CloseCode.FORBIDDEN, refused, "forbidden")
     return None
+
+
+def join_now(
+    state: AppState, member: Membership, *, epoch: str | None, since: int | None
+) -> Refusal | Literal[False] | None:
+    """:func:`join` without a coroutine when the broker can (memory, once started): a refusal,
+    None when joined, or False when the broker needs I/O (then call :func:`join`)."""
+    if not state.broker_ready:
+        return False
+    try:
+        recovery = state.broker.join_now(member, epoch=epoch, since=since)
+    except JoinRefused as exc:
+        return Refusal(exc.code, exc.reason, exc.label)
+    return False if recovery is None else None
 
 
 async def join(state: AppState, member: Membership, *, epoch: str | None, since: int | None) -> Refusal | None:

@@ -115,7 +115,26 @@ class MultiplexConnection(Connection):
         if len(self.memberships) >= self.state.config.max_sessions_per_connection:
             self._refused(session_id, TOO_MANY_SESSIONS)
             return None
-        return self._join_session(frame, claims)
+        state = self.state
+        if state.hooks.authorize is not None or not state.broker_ready:
+            return self._join_session(frame, claims)
+        # Without a hook, and with a broker that needs no I/O, no coroutine: the joins a page
+        # sends at load are done in one loop pass, and their welcomes leave in one write.
+        refusal = joining.check(state, claims, session_id)
+        if refusal is not None:
+            self._refused(session_id, refusal)
+            return None
+        state.start_housekeeping()
+        member = self.membership_for(claims, session_id)
+        joined = joining.join_now(state, member, epoch=frame.epoch, since=frame.since)
+        if joined is False:
+            return self._finish_join(member, frame, claims)
+        if joined is not None:
+            self.forget(member)
+            self._refused(session_id, joined)
+            return None
+        self._joined(claims, session_id)
+        return None
 
     async def _join_session(self, frame: Join, claims: Claims) -> None:
         state, session_id = self.state, frame.session
@@ -126,16 +145,22 @@ class MultiplexConnection(Connection):
         if self.closing:
             return  # closed (shutdown, say) while the hook ran
         state.start_housekeeping()
-        member = self.membership_for(claims, session_id)
-        refusal = await joining.join(state, member, epoch=frame.epoch, since=frame.since)
+        await self._finish_join(self.membership_for(claims, session_id), frame, claims)
+
+    async def _finish_join(self, member: Membership, frame: Join, claims: Claims) -> None:
+        refusal = await joining.join(self.state, member, epoch=frame.epoch, since=frame.since)
         if refusal is not None:
             self.forget(member)
-            self._refused(session_id, refusal)
+            self._refused(frame.session, refusal)
             return
+        self._joined(claims, frame.session)
+
+    def _joined(self, claims: Claims, session_id: str) -> None:
         log.info(
             "join session=%s org=%s user=%s conn=%s", session_id, claims.org_id, claims.user_id, self.connection_id
         )
-        await hooks.observe(state.hooks.on_join, "on_join", claims, session_id)
+        if self.state.hooks.on_join is not None:
+            hooks.spawn(hooks.observe(self.state.hooks.on_join, "on_join", claims, session_id))
 
     def _refused(self, session_id: str, refusal: joining.Refusal) -> None:
         self.state.metrics.refused.labels(refusal.label).inc()

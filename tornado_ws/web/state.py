@@ -51,6 +51,12 @@ class AppState:
         if self._started is None:
             self._started = asyncio.ensure_future(self.broker.start())
 
+    @property
+    def broker_ready(self) -> bool:
+        """Whether the broker started (what lets a join skip :meth:`ensure_started`'s await)."""
+        started = self._started
+        return started is not None and started.done() and not started.cancelled() and started.exception() is None
+
     async def ensure_started(self) -> None:
         """Connect the broker once, on the running loop (the first connection or API call does it)."""
         if self._started is None:
