@@ -5,7 +5,9 @@ Many sessions over one connection (``GET /ws``)::
     async with Client("ws://127.0.0.1:8888", token) as client:
         standup = await client.join("standup")      # waits for its welcome
         seq = await standup.publish({"text": "hi"}) # acked, applied exactly once
-        async for frame in standup:                 # welcome / message / user_joined / ...
+        await standup.set_presence({"typing": True})  # kept across reconnects
+        standup.signal({"x": 10, "y": 20}, key="cursor")  # ephemeral: to the others, now or never
+        async for frame in standup:                 # welcome / message / user_joined / signal / ...
             ...
 
 One session per connection (``GET /ws/<session>``), as before::
@@ -28,6 +30,7 @@ from typing import Any
 
 from tornado_ws.client.base import (
     Backoff,
+    PresenceError,
     PublishError,
     SessionClosed,
     TokenSource,
@@ -44,6 +47,7 @@ __all__ = [
     "Backoff",
     "Client",
     "Connected",
+    "PresenceError",
     "PublishError",
     "SessionClient",
     "SessionClosed",

@@ -58,6 +58,18 @@ class PublishError(Exception):
         self.session = session
 
 
+class PresenceError(Exception):
+    """The server refused a presence state: ``code`` is ``state_too_large`` (over its
+    ``--max-presence-state-size``) or ``unavailable`` (Redis unreachable). Nothing changed: the
+    session still shows the state set before."""
+
+    def __init__(self, code: str, message: str, *, session: str) -> None:
+        super().__init__(f"presence state in {session!r} refused ({code}): {message}")
+        self.code = code
+        self.message = message
+        self.session = session
+
+
 @dataclasses.dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with equal jitter: retry n waits U(c/2, c), c = min(cap, base * 2**n).
@@ -239,6 +251,15 @@ class Dialer:
             self._failures = 0
         else:
             self.failed(f"closed {lived:.2f}s after its welcome ({code})")
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    """A client frame as the server will read it; ``ValueError`` (``TypeError``) for what cannot be
+    sent: NaN or infinity, a lone surrogate, nesting too deep, a value that is not JSON."""
+    try:
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except RecursionError:
+        raise ValueError("a frame is nested too deeply to send") from None
 
 
 def discard_result(future: asyncio.Future[Any]) -> None:

@@ -21,10 +21,10 @@ import asyncio
 import contextlib
 import json
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from tornado.websocket import WebSocketClientConnection
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 
 from tornado_ws.client.base import (
     DEFAULT_BACKOFF,
@@ -33,11 +33,14 @@ from tornado_ws.client.base import (
     SessionClosed,
     TokenSource,
     base_url,
+    discard_result,
     log,
     parse_frame,
     parse_welcome,
     protocol_error,
 )
+from tornado_ws.client.presence import Presence, signal_wire
+from tornado_ws.client.roster import Roster
 from tornado_ws.errors import should_reconnect
 
 _CLOSED = object()
@@ -79,6 +82,8 @@ class SessionClient:
         self.last_seq: int | None = None
         self.reconnects = 0
         self.closed: SessionClosed | None = None
+        self._presence = Presence(session, self._send_wire, backoff, multiplexed=False)
+        self._roster = Roster()
 
     # -- connection management -------------------------------------------------------
 
@@ -94,6 +99,7 @@ class SessionClient:
 
     def _accept_welcome(self, welcome: dict[str, Any]) -> None:
         self.welcome = welcome
+        self._roster.apply(welcome)
         if welcome.get("recovered") and welcome.get("epoch") == self.epoch:
             return  # replayed frames follow; last_seq advances as they arrive
         self.epoch = welcome.get("epoch")
@@ -112,6 +118,7 @@ class SessionClient:
                         raise protocol_error(conn, exc) from None
                     self._deliver(frame)
                 self._connected.clear()
+                self._presence.down()
                 conn.close()  # a dropped connection still holds its protocol until closed
                 if self._closing:
                     return
@@ -124,6 +131,7 @@ class SessionClient:
                 self._accept_welcome(welcome)
                 self._connected.set()
                 self._frames.put_nowait(welcome)
+                self._presence.welcomed(str(welcome.get("user_id")))
         except SessionClosed as exc:
             self.closed = exc
             self._frames.put_nowait(exc)
@@ -135,22 +143,41 @@ class SessionClient:
             self._frames.put_nowait(self.closed)
         finally:
             self._connected.clear()
+            self._presence.end(self.closed or SessionClosed(None, "client closed", session=self.session))
             self._frames.put_nowait(_CLOSED)
 
     def _deliver(self, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "message":
+        kind = frame.get("type")
+        if kind == "message":
             seq = frame.get("seq")
             if isinstance(seq, int) and not isinstance(seq, bool) and self.last_seq is not None:
                 if seq <= self.last_seq:
                     return  # already delivered before the drop
                 self.last_seq = seq
+        else:
+            self._roster.apply(frame)
+            if kind == "presence_state":
+                self._presence.echo(frame)
+            elif kind == "error" and "id" not in frame:
+                self._presence.error(frame)
         self._frames.put_nowait(frame)
+
+    def _send_wire(self, wire: bytes) -> bool:
+        conn = self._conn
+        if conn is None or not self._connected.is_set():
+            return False
+        try:
+            conn.write_message(wire).add_done_callback(discard_result)
+        except WebSocketClosedError:
+            return False  # the read loop notices the drop and reconnects
+        return True
 
     async def start(self) -> dict[str, Any]:
         welcome = await self._open()
         self._accept_welcome(welcome)
         self._connected.set()
         self._runner = asyncio.ensure_future(self._run())
+        self._presence.welcomed(str(welcome.get("user_id")))
         return welcome
 
     # -- public API ---------------------------------------------------------------
@@ -174,6 +201,40 @@ class SessionClient:
         assert self._conn is not None
         frame = json.dumps({"type": "message", "data": data}, ensure_ascii=False, separators=(",", ":"))
         await self._conn.write_message(frame)
+
+    async def set_presence(self, state: dict[str, Any], *, timeout: float | None = 30.0) -> None:
+        """Set this connection's presence state; returns once the server announced it (the own
+        ``presence_state``), and sends it again after every reconnect. As
+        :meth:`tornado_ws.client.Subscription.set_presence` (docs/client.md)."""
+        if self.closed is not None:
+            raise self.closed
+        if self._closing:
+            raise SessionClosed(None, "client closed", session=self.session)
+        await self._presence.set(state, timeout)
+
+    @property
+    def presence(self) -> dict[str, Any] | None:
+        """This connection's state, as last set (and not refused); ``None`` if never set."""
+        return self._presence.state
+
+    def signal(self, data: Any, *, key: str | None = None) -> bool:
+        """Send an ephemeral ``signal`` to the session's other connections; ``False`` (dropped)
+        while disconnected. As :meth:`tornado_ws.client.Subscription.signal`."""
+        return self._send_wire(signal_wire(None, data, key))
+
+    @property
+    def participants(self) -> Mapping[str, Mapping[str, Any]]:
+        """``user_id -> {"user_id", "name"?, "state"?}``, kept current by the frames as they arrive."""
+        return self._roster.view
+
+    @property
+    def participant_count(self) -> int | None:
+        return self._roster.count
+
+    @property
+    def participants_truncated(self) -> bool:
+        """Whether :attr:`participants` may miss some (a truncated welcome, a full summary)."""
+        return self._roster.truncated
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self

@@ -10,7 +10,9 @@ A :class:`Subscription` is a small state machine driven by its client::
 
 It keeps the session's ``epoch``/``last_seq`` (every rejoin resumes from them, and frames already
 seen are dropped) and the messages published but not yet acknowledged, in publish order: each is
-sent once per membership, again after every welcome until its ``ack`` arrives.
+sent once per membership, again after every welcome until its ``ack`` arrives. It also keeps this
+connection's presence state (:class:`~tornado_ws.client.presence.Presence`: sent again after every
+welcome) and the participants view (:class:`~tornado_ws.client.roster.Roster`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import enum
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tornado_ws.client.base import PublishError, SessionClosed, check_welcome, is_seq, log
+from tornado_ws.client.presence import Presence, signal_wire
+from tornado_ws.client.roster import Roster
 from tornado_ws.errors import should_reconnect
 
 if TYPE_CHECKING:
@@ -64,7 +68,8 @@ class Subscription:
     """A session joined through a :class:`~tornado_ws.client.Client` (see :meth:`Client.join`).
 
     ``await subscription`` waits for its first welcome; ``async for frame in subscription`` yields
-    its server frames; :meth:`publish` sends acknowledged, idempotent messages; :meth:`leave`.
+    its server frames; :meth:`publish` sends acknowledged, idempotent messages; :meth:`set_presence`
+    and :meth:`signal` the ephemeral ones; :attr:`participants` is who is there; :meth:`leave`.
     """
 
     def __init__(self, client: Client, session: str, *, since: int | None, epoch: str | None) -> None:
@@ -89,6 +94,8 @@ class Subscription:
         self._rejoin: asyncio.TimerHandle | None = None
         self._failures = 0  # consecutive left 1012/1013 without a stable membership between
         self._welcomed_at = 0.0
+        self._presence = Presence(session, client.send_wire, client.backoff, multiplexed=True)
+        self._roster = Roster()
 
     # -- public API ---------------------------------------------------------------
 
@@ -117,10 +124,7 @@ class Subscription:
         :class:`SessionClosed` if the stream ends first, ``TimeoutError`` after ``timeout``
         (then it may or may not have been published, and it is no longer resent).
         """
-        if self.state is State.ENDED:
-            raise self._refusal
-        if self.state is State.LEAVING:
-            raise SessionClosed(1000, "left", session=self.session)
+        self._check_open()
         message_id = id if id is not None else self.client.next_message_id()
         if not MESSAGE_ID.fullmatch(message_id):
             raise ValueError("a message id is 1-64 characters of [A-Za-z0-9._:-]")
@@ -138,6 +142,59 @@ class Subscription:
             return await asyncio.wait_for(pending.future, timeout)
         finally:
             self._forget(pending)
+
+    async def set_presence(self, state: dict[str, Any], *, timeout: float | None = 30.0) -> None:
+        """Set this connection's presence state in the session; returns once the server announced it.
+
+        ``state`` is a dict (``TypeError`` otherwise; ``ValueError`` for what JSON cannot carry).
+        The server answers nothing on success: this waits for the user's own ``presence_state``
+        (also yielded by the stream). Sent now if the session is joined, else after its next
+        welcome; the state is kept and sent again after every reconnect or rejoin. A call made
+        while an earlier state is still on its way replaces any state still waiting (that call
+        returns at once): the latest wins, as with the server's coalescing. Raises
+        :class:`~tornado_ws.client.PresenceError` (``state_too_large``, ``unavailable``) when the
+        server refuses it (the state is then the one before), :class:`SessionClosed` if the stream
+        ends first, ``TimeoutError`` after ``timeout`` (the state is still sent).
+        """
+        self._check_open()
+        await self._presence.set(state, timeout)
+
+    @property
+    def presence(self) -> dict[str, Any] | None:
+        """This connection's state, as last set (and not refused); ``None`` if never set."""
+        return self._presence.state
+
+    def signal(self, data: Any, *, key: str | None = None) -> bool:
+        """Send an ephemeral ``signal`` to the session's other connections (cursors, typing...).
+
+        Fire-and-forget: no ``seq``, no answer, never stored or replayed. A newer signal with the same
+        ``key`` may replace an older one still on its way to a slow member. Returns ``False``, and
+        drops it, while the session is not joined (never queued nor resent: a signal is only worth
+        something now). ``ValueError``/``TypeError`` for a ``key`` that is not 1-64 characters or
+        ``data`` that JSON cannot carry. Over the server's ``--signal-rate`` signals are dropped with
+        an ``error`` ``rate_limited`` in the stream (at most one a second).
+        """
+        wire = signal_wire(self.session, data, key)
+        return self.state is State.LIVE and self.client.send_wire(wire)
+
+    @property
+    def participants(self) -> Mapping[str, Mapping[str, Any]]:
+        """Who is in the session: ``user_id -> {"user_id", "name"?, "state"?}``, read-only, kept
+        current by the frames as they arrive (before the iteration yields them). Empty before the
+        first welcome; see :attr:`participants_truncated`."""
+        return self._roster.view
+
+    @property
+    def participant_count(self) -> int | None:
+        """The session's number of participants, as the server last said (``None`` before a welcome)."""
+        return self._roster.count
+
+    @property
+    def participants_truncated(self) -> bool:
+        """Whether :attr:`participants` may miss some: the welcome listed only the first
+        ``--presence-roster-limit`` (``participants_truncated``), or a ``presence_summary`` listed
+        as many users as it can (100). The full roster: ``GET /api/sessions/<id>/presence``."""
+        return self._roster.truncated
 
     async def leave(self, timeout: float | None = 10.0) -> None:
         """Leave the session: iteration ends (``StopAsyncIteration``) after the ``left`` frame.
@@ -194,6 +251,7 @@ class Subscription:
             return
         if self.state is State.LIVE:
             self.state = State.JOINING
+        self._presence.down()
         for pending in self._pending.values():
             pending.sent_in = None
 
@@ -213,9 +271,15 @@ class Subscription:
             self._frames.put_nowait(frame)
             self._left(frame)
         else:
+            self._roster.apply(frame)
+            if kind == "presence_state":
+                self._presence.echo(frame)
             self._frames.put_nowait(frame)
-            if kind == "error" and frame.get("code") == RATE_LIMITED and "id" not in frame:
-                self._dropped()
+            if kind == "error" and "id" not in frame:
+                if self.state is State.LIVE:
+                    self._presence.error(frame)
+                elif frame.get("code") == RATE_LIMITED:
+                    self._dropped()
 
     def acked(self, message_id: str, seq: object) -> None:
         pending = self._pending.pop(message_id, None)
@@ -256,6 +320,7 @@ class Subscription:
                 pending.future.set_exception(self._refusal)
                 pending.future.exception()  # a publish that timed out no longer waits for it
         self._pending.clear()
+        self._presence.end(self._refusal)
         self._frames.put_nowait(closed if closed is not None else _END)
         self._settled.set()
         self._ended.set()
@@ -265,6 +330,7 @@ class Subscription:
     def _welcomed(self, welcome: dict[str, Any]) -> None:
         self.welcome = welcome
         self.welcomes += 1
+        self._roster.apply(welcome)
         self._welcomed_at = time.monotonic()
         if not (welcome.get("recovered") and welcome.get("epoch") == self.epoch):
             self.epoch = welcome["epoch"]
@@ -277,6 +343,13 @@ class Subscription:
         self.state = State.LIVE
         for pending in list(self._pending.values()):
             self._send_pending(pending)
+        self._presence.welcomed(str(welcome.get("user_id")))
+
+    def _check_open(self) -> None:
+        if self.state is State.ENDED:
+            raise self._refusal
+        if self.state is State.LEAVING:
+            raise SessionClosed(1000, "left", session=self.session)
 
     def _send_pending(self, pending: Pending) -> None:
         if pending.sent_in == self.welcomes:
@@ -306,6 +379,7 @@ class Subscription:
 
     def _rejoin_later(self, code: int | None, reason: str) -> None:
         was_live, self.state = self.state is State.LIVE, State.WAITING
+        self._presence.down()
         if was_live and time.monotonic() - self._welcomed_at >= self.client.backoff.stable_after:
             self._failures = 0
         for pending in self._pending.values():
