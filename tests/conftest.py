@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from tornado_ws.web.handler import SessionHandler
 
 if TYPE_CHECKING:
     from tests.brokers.redis_server import RedisServer
+    from tests.nodes import Nodes
 
 # Our own test plugin, loaded the way applications opt in (`-p tornado_ws.testing`), but from
 # here so that coverage, which starts before conftest files load, measures it.
@@ -329,6 +330,23 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[Callable[..., Nodes]]:
+    """Build :class:`tests.nodes.Nodes` with these settings: once on memory, once on Redis."""
+    from tests.nodes import Nodes  # it builds on this module's clients
+
+    redis = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    made: list[Nodes] = []
+
+    def make(**settings: Any) -> Nodes:
+        made.append(Nodes(redis, **settings))
+        return made[-1]
+
+    yield make
+    for nodes in made:
+        io_loop.run_sync(nodes.close)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The Python clients' presence state, signals and participants view (issue #17) against real
-servers: the memory broker, and two nodes over one real Redis (tests/web/conftest.py), with
+servers: the memory broker, and two nodes over one real Redis (tests/nodes.py), with
 tests/faultproxy.py in front of node 0 where a test cuts the connection."""
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ from tornado.ioloop import IOLoop
 
 from tests.conftest import make_token, wait_for
 from tests.faultproxy import FaultProxy
-from tests.web import conftest as web
-from tests.web.conftest import Nodes
+from tests.nodes import Nodes
 from tornado_ws.client import Backoff, Client, PresenceError, SessionClient, Subscription, connect
 from tornado_ws.client.roster import Roster
 
 pytestmark = pytest.mark.usefixtures("no_errors_logged")
 # The web tests' nodes (one memory hub, or two hubs over one Redis), shared with this module.
-make_nodes = web.make_nodes
 
 FAST = Backoff(base=0.02, cap=0.2)
 #: Client-side behaviour the brokers cannot change: run it on memory only.

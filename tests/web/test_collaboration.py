@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Client, MuxClient, make_token
+from tests.nodes import Nodes
 from tests.rawws import raw_upgrade, read_frame, text_frame
-from tests.web.conftest import Nodes
 from tests.web.test_multiplex import SERVICE
 
 pytestmark = pytest.mark.usefixtures("no_errors_logged")

@@ -14,7 +14,7 @@ from tornado.ioloop import IOLoop
 
 from tests.brokers.redis_server import RedisServer, require_redis_server
 from tests.conftest import Client, Clients, MuxClient, make_token
-from tests.web.conftest import Nodes
+from tests.nodes import Nodes
 
 pytestmark = pytest.mark.usefixtures("no_errors_logged")
 

@@ -1,14 +1,13 @@
-"""Fixtures of the web layer's tests: one hub (memory broker) or two hubs over one real Redis."""
+"""Hubs for tests that run on either broker: one hub (memory) or two hubs over one real Redis.
+
+The ``make_nodes`` fixture (tests/conftest.py) builds them, parametrized over both."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from tornado.httpclient import AsyncHTTPClient
-from tornado.ioloop import IOLoop
 
 from tests.brokers.redis_server import RedisServer, stop_nodes
 from tests.conftest import SECRET, Client, Clients, MuxClient
@@ -55,17 +54,3 @@ class Nodes:
         for pool in self.pools:
             await pool.close_all()
         await stop_nodes(self.servers)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def make_nodes(request: pytest.FixtureRequest, io_loop: IOLoop) -> Iterator[Callable[..., Nodes]]:
-    redis = request.getfixturevalue("redis_server") if request.param == "redis" else None
-    made: list[Nodes] = []
-
-    def make(**settings: Any) -> Nodes:
-        made.append(Nodes(redis, **settings))
-        return made[-1]
-
-    yield make
-    for nodes in made:
-        io_loop.run_sync(nodes.close)
