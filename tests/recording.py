@@ -8,7 +8,7 @@ import json
 from collections.abc import Hashable
 from typing import Any
 
-from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core.server_messages import OutFrame
 
 
 class RecordingPeer:

@@ -29,15 +29,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SECRET, ServerProcess, make_token
-from tornado_ws.core.protocol import (
-    MessageError,
-    Ping,
-    Publish,
-    Refresh,
-    error_frame,
-    message_frame,
-    parse_client_message,
-)
+from tornado_ws.core.protocol import MessageError, Ping, Publish, Refresh, parse_client_message
+from tornado_ws.core.server_messages import error_frame, message_frame
 from tornado_ws.errors import ErrorCode
 
 #: Planted in every document; an error message that contains it echoed client input.

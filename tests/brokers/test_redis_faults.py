@@ -25,7 +25,7 @@ from tests.faultproxy import FaultProxy
 from tornado_ws.brokers import redis_scripts
 from tornado_ws.brokers.redis import RedisBroker
 from tornado_ws.brokers.redis_scripts import SessionKeys
-from tornado_ws.core import protocol as messages
+from tornado_ws.core import server_messages as messages
 from tornado_ws.core.registry import Registry, SessionKey
 from tornado_ws.core.stream import new_epoch
 from tornado_ws.testing import HubServer, test_hub

@@ -12,6 +12,8 @@ CORE = [
     "tornado_ws.core.registry",
     "tornado_ws.core.stream",
     "tornado_ws.core.protocol",
+    "tornado_ws.core.server_messages",
+    "tornado_ws.core.presence",
     "tornado_ws.core.frames",
     "tornado_ws.core.ratelimit",
     "tornado_ws.errors",

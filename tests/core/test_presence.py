@@ -13,8 +13,8 @@ import pytest
 from tests.core.test_registry import ACME, member, peer
 from tests.recording import Clock
 from tornado_ws.core.presence import SUMMARY_USERS, Roster, Summary
-from tornado_ws.core.protocol import signal_frame
 from tornado_ws.core.registry import STATE_INTERVAL, Registry
+from tornado_ws.core.server_messages import signal_frame
 
 
 class Timers:

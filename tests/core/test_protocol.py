@@ -11,16 +11,14 @@ from hypothesis import strategies as st
 
 from tornado_ws.core.protocol import (
     MessageError,
-    OutFrame,
     Ping,
     Publish,
     encode_data,
-    error_frame,
-    message_frame,
     message_id_of,
     parse_client_message,
     valid_session_id,
 )
+from tornado_ws.core.server_messages import OutFrame, error_frame, message_frame
 from tornado_ws.errors import ErrorCode
 
 

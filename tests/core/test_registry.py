@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.recording import Clock, RecordingPeer
-from tornado_ws.core.protocol import OutFrame
 from tornado_ws.core.registry import Membership, Registry, SessionKey
+from tornado_ws.core.server_messages import OutFrame
 
 ACME = SessionKey("acme", "room")
 

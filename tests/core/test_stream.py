@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core.server_messages import OutFrame
 from tornado_ws.core.stream import PublishedIds, Stream
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import abc
 from typing import Any, NamedTuple
 
-from tornado_ws.core.protocol import OutFrame
 from tornado_ws.core.registry import Membership, Registry, SessionKey
+from tornado_ws.core.server_messages import OutFrame
 from tornado_ws.core.stream import Recovery
 from tornado_ws.errors import CloseCode
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tornado_ws.brokers.base import Broker, JoinRefused, Published, SessionLimit
-from tornado_ws.core.protocol import OutFrame
 from tornado_ws.core.registry import Membership, SessionKey
+from tornado_ws.core.server_messages import OutFrame
 from tornado_ws.core.stream import Recovery
 
 

@@ -41,9 +41,9 @@ from redis.retry import Retry
 from tornado_ws.brokers import redis_presence, redis_scripts
 from tornado_ws.brokers.base import Broker, BrokerUnavailable, JoinRefused, Published, SessionLimit
 from tornado_ws.brokers.redis_scripts import SessionKeys
-from tornado_ws.core import protocol as messages
-from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core import server_messages as messages
 from tornado_ws.core.registry import Membership, Registry, SessionKey
+from tornado_ws.core.server_messages import OutFrame
 from tornado_ws.core.stream import Recovery, new_epoch
 from tornado_ws.errors import CloseCode
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tornado_ws.core import protocol as messages
+from tornado_ws.core import server_messages as messages
 
 
 def entry(raw: bytes | str) -> dict[str, Any] | None:

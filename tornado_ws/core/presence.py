@@ -14,11 +14,11 @@ import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from tornado_ws.core import protocol as messages
+from tornado_ws.core import server_messages as messages
 
 if TYPE_CHECKING:
-    from tornado_ws.core.protocol import OutFrame
     from tornado_ws.core.registry import Membership, SessionKey
+    from tornado_ws.core.server_messages import OutFrame
 
 #: Orders state updates across a process: the highest tick is the most recent.
 _ticks = itertools.count(1)

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, NamedTuple, Protocol
 
-from tornado_ws.core import protocol as messages
+from tornado_ws.core import server_messages as messages
 from tornado_ws.core.presence import Roster, StateBatch, Summary
-from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core.protocol import encode_data
+from tornado_ws.core.server_messages import OutFrame
 from tornado_ws.core.stream import PublishedIds, Recovery, Stream, new_epoch
 
 #: Seconds between two flushes of presence_state frames, at least (the coalescing window).
@@ -98,7 +99,7 @@ class Session:
         cached = self._roster_json
         if cached is None or (cached[1] < limit and cached[1] < len(self.roster)):
             listed = self.roster.participants(limit)
-            cached = self._roster_json = (messages.encode_data(listed), len(listed))
+            cached = self._roster_json = (encode_data(listed), len(listed))
         return cached
 
     def roster_changed(self) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
 
-from tornado_ws.core.protocol import OutFrame
+from tornado_ws.core.server_messages import OutFrame
 
 
 def new_epoch() -> str:

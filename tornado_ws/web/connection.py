@@ -22,25 +22,20 @@ from tornado_ws import hooks
 from tornado_ws.auth import AuthError, Claims
 from tornado_ws.brokers.base import BrokerUnavailable, Published
 from tornado_ws.core.protocol import (
-    PONG,
     Join,
     Leave,
     MessageError,
-    OutFrame,
     Ping,
     Publish,
     Refresh,
     SetPresence,
     Signal,
-    ack_frame,
     encode_data,
-    error_frame,
     parse_client_message,
-    refreshed_frame,
-    signal_frame,
 )
 from tornado_ws.core.ratelimit import TokenBucket
 from tornado_ws.core.registry import Membership, Peer, SessionKey
+from tornado_ws.core.server_messages import PONG, OutFrame, ack_frame, error_frame, refreshed_frame, signal_frame
 from tornado_ws.errors import CloseCode, ErrorCode
 from tornado_ws.transport.websocket import WebSocketConnection
 from tornado_ws.web.state import AppState

@@ -16,14 +16,9 @@ from typing import Any
 
 from tornado_ws import hooks
 from tornado_ws.auth import Claims
-from tornado_ws.core.protocol import (
-    Join,
-    Leave,
-    OutFrame,
-    connected_frame,
-    left_frame,
-)
+from tornado_ws.core.protocol import Join, Leave
 from tornado_ws.core.registry import Membership
+from tornado_ws.core.server_messages import OutFrame, connected_frame, left_frame
 from tornado_ws.errors import CloseCode, ErrorCode
 from tornado_ws.web import joining
 from tornado_ws.web.connection import Connection
