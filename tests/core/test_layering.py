@@ -14,6 +14,7 @@ CORE = [
     "tornado_ws.core.protocol",
     "tornado_ws.core.server_messages",
     "tornado_ws.core.presence",
+    "tornado_ws.core.session",
     "tornado_ws.core.frames",
     "tornado_ws.core.ratelimit",
     "tornado_ws.errors",

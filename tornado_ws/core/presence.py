@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tornado_ws.core import server_messages as messages
+from tornado_ws.core.server_messages import OutFrame
 
 if TYPE_CHECKING:
-    from tornado_ws.core.registry import Membership, SessionKey
-    from tornado_ws.core.server_messages import OutFrame
+    from tornado_ws.core.session import Membership, Session, SessionKey
 
 #: Orders state updates across a process: the highest tick is the most recent.
 _ticks = itertools.count(1)
@@ -164,3 +164,124 @@ class Summary:
         joined = list(reversed(self.joined))[:SUMMARY_USERS]
         left = list(reversed(self.left))[:SUMMARY_USERS]
         return messages.presence_summary_frame(session_id=session_id, count=self.count, joined=joined, left=left)
+
+
+#: Seconds between two flushes of presence_state frames, at least (the coalescing window).
+STATE_INTERVAL = 0.05
+
+
+class PresenceFanout:
+    """The registry's presence fan-out: ``user_joined``/``user_left`` or their summaries,
+    coalesced ``presence_state`` frames, and signals. A part of
+    :class:`~tornado_ws.core.registry.Registry`, apart so each file reads on its own."""
+
+    sessions: dict[SessionKey, Session]
+    roster_limit: int
+    schedule: Callable[[float, Callable[[], None]], object] | None
+    _clock: Callable[[], float]
+    _states: StateBatch
+    _states_scheduled: bool
+    _states_sent: float
+
+    def deliver(self, key: SessionKey, frame: OutFrame, *, seq: int | None = None, exclude: str | None = None) -> None:
+        raise NotImplementedError  # pragma: no cover - the Registry's
+
+    def announce(
+        self, key: SessionKey, kind: str, user_id: str, name: str | None, count: int, exclude: str | None
+    ) -> None:
+        """Tell this node's members of ``key`` that ``user_id`` joined or left (``count``
+        participants now), excluding connection ``exclude``: a ``user_joined``/``user_left``
+        frame, or in a session over the roster limit an entry of its next ``presence_summary``."""
+        session = self.sessions.get(key)
+        if session is None:
+            return
+        self._flush_states_of(key)  # a state change before a leave arrives before it
+        if count + (kind == "user_left") > self.roster_limit:  # over it before a leave, after a join
+            summary = session.summary = session.summary or Summary()
+            (summary.user_joined if kind == "user_joined" else summary.user_left)(user_id)
+            summary.count = count
+            self._schedule_summary(session)
+            return
+        if session.summary:
+            self._send_summary(key)  # what the summary holds happened first
+        members = session.members
+        if len(members) > 1 or exclude not in members:  # nobody to tell in a room of one
+            frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
+            self.deliver(key, frame, exclude=exclude)
+
+    def _schedule_summary(self, session: Session) -> None:
+        summary = session.summary
+        if summary is None or summary.scheduled:
+            return
+        if self.schedule is None:
+            self._send_summary(session.key)
+            return
+        summary.scheduled = True
+        key = session.key
+        self.schedule(max(0.0, session.summary_sent + 1.0 - self._clock()), lambda: self._send_summary(key))
+
+    def _send_summary(self, key: SessionKey) -> None:
+        session = self.sessions.get(key)
+        if session is None or session.summary is None:
+            return
+        summary, session.summary = session.summary, None
+        if summary:
+            session.summary_sent = self._clock()
+            self.deliver(key, summary.frame(key.session_id))
+
+    def set_state(self, member: Membership, state: Any, state_json: str) -> bool:
+        """``member`` sets its presence state; every member (its user's other connections too)
+        gets ``presence_state`` at the next flush. False when it is not a member (any more)."""
+        session = self.sessions.get(member.key)
+        if session is None or session.members.get(member.connection_id) is not member:
+            return False
+        session.roster.set_state(member, state, state_json)
+        session.roster_changed()
+        self._queue_state_of(session, member.user_id)
+        return True
+
+    def _queue_state_of(self, session: Session, user_id: str) -> None:
+        frame = messages.presence_state_frame(
+            session_id=session.key.session_id, user_id=user_id, state_json=session.roster.state_json(user_id)
+        )
+        self.queue_state(session.key, user_id, frame)
+
+    def queue_state(self, key: SessionKey, user_id: str, frame: OutFrame) -> None:
+        """Send ``frame`` (a ``presence_state``) to this node's members of ``key`` at the next
+        flush, unless a newer one of the same user replaces it first. Flushes are at most one
+        per 50 ms, so a burst of updates reaches each member as a few frames."""
+        self._states.add(key, user_id, frame)
+        if self._states_scheduled:
+            return
+        if self.schedule is None:
+            self.flush_states()
+            return
+        self._states_scheduled = True
+        self.schedule(max(0.0, self._states_sent + STATE_INTERVAL - self._clock()), self.flush_states)
+
+    def flush_states(self) -> None:
+        """Deliver every waiting ``presence_state`` frame."""
+        self._states_scheduled = False
+        self._states_sent = self._clock()
+        for key, frames in self._states.take_all():
+            for frame in frames:
+                self.deliver(key, frame)
+
+    def signal(self, key: SessionKey, frame: OutFrame, *, sender: str, slot_key: str | None) -> int:
+        """Hand a ``signal`` to this node's members of ``key`` but connection ``sender``; a newer
+        signal of the same sender and ``slot_key`` replaces one still unsent. Returns how many."""
+        session = self.sessions.get(key)
+        if session is None:
+            return 0
+        slot: Hashable = (sender, slot_key) if slot_key is not None else object()
+        count = 0
+        for member in list(session.members.values()):
+            if member.connection_id != sender and member.pending is None:
+                member.peer.signal(slot, frame)
+                count += 1
+        return count
+
+    def _flush_states_of(self, key: SessionKey) -> None:
+        if self._states:
+            for frame in self._states.take(key):
+                self.deliver(key, frame)

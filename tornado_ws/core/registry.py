@@ -11,122 +11,22 @@ Connections are reached through the :class:`Peer` protocol; the server's
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from tornado_ws.core import server_messages as messages
-from tornado_ws.core.presence import Roster, StateBatch, Summary
-from tornado_ws.core.protocol import encode_data
+from tornado_ws.core.presence import STATE_INTERVAL, PresenceFanout, StateBatch
 from tornado_ws.core.server_messages import OutFrame
+from tornado_ws.core.session import Membership, Peer, Session, SessionKey
 from tornado_ws.core.stream import PublishedIds, Recovery, Stream, new_epoch
 
-#: Seconds between two flushes of presence_state frames, at least (the coalescing window).
-STATE_INTERVAL = 0.05
+__all__ = ["STATE_INTERVAL", "Membership", "Peer", "Registry", "Session", "SessionKey"]
 #: Fewest message ids one session remembers (``10 * history_size`` when that is more).
 MIN_IDS_PER_SESSION = 1000
 
 
-class SessionKey(NamedTuple):
-    """Sessions are per tenant: the same id in two orgs is two sessions."""
-
-    org_id: str
-    session_id: str
-
-
-class Peer(Protocol):
-    """What the hub needs from a connection. ``send`` and ``signal`` must not raise."""
-
-    def send(self, frame: OutFrame) -> None: ...
-
-    def signal(self, slot: Hashable, frame: OutFrame) -> None:
-        """An ephemeral frame: it may be dropped, and replaced by a newer one in the same
-        ``slot`` until it is sent."""
-
-    def close(self, code: int, reason: str) -> None: ...
-
-
-@dataclasses.dataclass(eq=False, slots=True)
-class Membership:
-    """One connection's membership of one session: what the registry keeps per (connection, session)."""
-
-    key: SessionKey
-    connection_id: str
-    user_id: str
-    name: str | None
-    peer: Peer
-    #: While a multi-node join is in progress, live frames wait here (seq, frame) so the
-    #: switch from history to live delivery has no gap and no duplicate.
-    pending: list[tuple[int | None, OutFrame]] | None = dataclasses.field(default=None, repr=False)
-    #: True when this membership is its socket's only one (``/ws/<id>``): joining counts the
-    #: connection against the caps and leaving releases it. A ``/ws`` socket, in many sessions,
-    #: is counted once, when it connects (:meth:`Registry.count_connection`).
-    counts_connection: bool = True
-    #: This membership's presence state (a JSON object and its text), and when it was set
-    #: (:mod:`tornado_ws.core.presence`; 0: never).
-    state: Any = dataclasses.field(default=None, repr=False)
-    state_json: str | None = dataclasses.field(default=None, repr=False)
-    state_tick: int = 0
-
-
-class Session:
-    """Live members of one ``(org, session_id)``, its roster and its stream."""
-
-    def __init__(self, key: SessionKey, stream: Stream) -> None:
-        self.key = key
-        self.stream = stream
-        self.members: dict[str, Membership] = {}
-        self.roster = Roster()
-        #: A big session's joins and leaves waiting for its next presence_summary.
-        self.summary: Summary | None = None
-        #: When the last presence_summary went out (clock time).
-        self.summary_sent = 0.0
-        #: The welcome's roster (participants JSON, how many) while nothing in it changes: in a
-        #: big session a join leaves the first --presence-roster-limit participants as they were.
-        self._roster_json: tuple[str, int] | None = None
-
-    @property
-    def participant_count(self) -> int:
-        return len(self.roster)
-
-    def participants(self) -> list[dict[str, Any]]:
-        return self.roster.participants()
-
-    def roster_json(self, limit: int) -> tuple[str, int]:
-        """The JSON text of the first ``limit`` participants, and how many it lists (cached until
-        one of them leaves or changes state, or the cache lists fewer than it should)."""
-        cached = self._roster_json
-        if cached is None or (cached[1] < limit and cached[1] < len(self.roster)):
-            listed = self.roster.participants(limit)
-            cached = self._roster_json = (encode_data(listed), len(listed))
-        return cached
-
-    def roster_changed(self) -> None:
-        self._roster_json = None
-
-    def broadcast(self, frame: OutFrame, *, exclude: Membership | None = None) -> None:
-        # Copy: a peer's send may lead to its removal (slow consumer) mid-loop.
-        for member in list(self.members.values()):
-            if member is not exclude:
-                member.peer.send(frame)
-
-    def _add(self, member: Membership) -> bool:
-        """Add ``member``; True when it is the user's first connection here."""
-        self.members[member.connection_id] = member
-        # A new user is appended last: roster_json() sees whether its cache still lists enough.
-        return self.roster.add(member)
-
-    def _remove(self, member: Membership) -> tuple[bool, bool]:
-        """Remove ``member``: (it was the user's last connection here, the user's state changed)."""
-        del self.members[member.connection_id]
-        last, state_changed = self.roster.remove(member)
-        if last or state_changed:
-            self._roster_json = None
-        return last, state_changed
-
-
-class Registry:
+class Registry(PresenceFanout):
     """All sessions of one process, plus recently emptied streams kept for resume.
 
     A session with no members leaves :attr:`sessions` at once; its stream
@@ -322,108 +222,6 @@ class Registry:
             self.announce(key, "user_left", member.user_id, member.name, session.participant_count, None)
         elif state_changed:
             self._queue_state_of(session, member.user_id)
-
-    # -- presence: announcements, states and summaries -------------------------------------
-
-    def announce(
-        self, key: SessionKey, kind: str, user_id: str, name: str | None, count: int, exclude: str | None
-    ) -> None:
-        """Tell this node's members of ``key`` that ``user_id`` joined or left (``count``
-        participants now), excluding connection ``exclude``: a ``user_joined``/``user_left``
-        frame, or in a session over the roster limit an entry of its next ``presence_summary``."""
-        session = self.sessions.get(key)
-        if session is None:
-            return
-        self._flush_states_of(key)  # a state change before a leave arrives before it
-        if count + (kind == "user_left") > self.roster_limit:  # over it before a leave, after a join
-            summary = session.summary = session.summary or Summary()
-            (summary.user_joined if kind == "user_joined" else summary.user_left)(user_id)
-            summary.count = count
-            self._schedule_summary(session)
-            return
-        if session.summary:
-            self._send_summary(key)  # what the summary holds happened first
-        members = session.members
-        if len(members) > 1 or exclude not in members:  # nobody to tell in a room of one
-            frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
-            self.deliver(key, frame, exclude=exclude)
-
-    def _schedule_summary(self, session: Session) -> None:
-        summary = session.summary
-        if summary is None or summary.scheduled:
-            return
-        if self.schedule is None:
-            self._send_summary(session.key)
-            return
-        summary.scheduled = True
-        key = session.key
-        self.schedule(max(0.0, session.summary_sent + 1.0 - self._clock()), lambda: self._send_summary(key))
-
-    def _send_summary(self, key: SessionKey) -> None:
-        session = self.sessions.get(key)
-        if session is None or session.summary is None:
-            return
-        summary, session.summary = session.summary, None
-        if summary:
-            session.summary_sent = self._clock()
-            self.deliver(key, summary.frame(key.session_id))
-
-    def set_state(self, member: Membership, state: Any, state_json: str) -> bool:
-        """``member`` sets its presence state; every member (its user's other connections too)
-        gets ``presence_state`` at the next flush. False when it is not a member (any more)."""
-        session = self.sessions.get(member.key)
-        if session is None or session.members.get(member.connection_id) is not member:
-            return False
-        session.roster.set_state(member, state, state_json)
-        session.roster_changed()
-        self._queue_state_of(session, member.user_id)
-        return True
-
-    def _queue_state_of(self, session: Session, user_id: str) -> None:
-        frame = messages.presence_state_frame(
-            session_id=session.key.session_id, user_id=user_id, state_json=session.roster.state_json(user_id)
-        )
-        self.queue_state(session.key, user_id, frame)
-
-    def queue_state(self, key: SessionKey, user_id: str, frame: OutFrame) -> None:
-        """Send ``frame`` (a ``presence_state``) to this node's members of ``key`` at the next
-        flush, unless a newer one of the same user replaces it first. Flushes are at most one
-        per 50 ms, so a burst of updates reaches each member as a few frames."""
-        self._states.add(key, user_id, frame)
-        if self._states_scheduled:
-            return
-        if self.schedule is None:
-            self.flush_states()
-            return
-        self._states_scheduled = True
-        self.schedule(max(0.0, self._states_sent + STATE_INTERVAL - self._clock()), self.flush_states)
-
-    def flush_states(self) -> None:
-        """Deliver every waiting ``presence_state`` frame."""
-        self._states_scheduled = False
-        self._states_sent = self._clock()
-        for key, frames in self._states.take_all():
-            for frame in frames:
-                self.deliver(key, frame)
-
-    def signal(self, key: SessionKey, frame: OutFrame, *, sender: str, slot_key: str | None) -> int:
-        """Hand a ``signal`` to this node's members of ``key`` but connection ``sender``; a newer
-        signal of the same sender and ``slot_key`` replaces one still unsent. Returns how many."""
-        session = self.sessions.get(key)
-        if session is None:
-            return 0
-        slot: Hashable = (sender, slot_key) if slot_key is not None else object()
-        count = 0
-        for member in list(session.members.values()):
-            if member.connection_id != sender and member.pending is None:
-                member.peer.signal(slot, frame)
-                count += 1
-        return count
-
-    def _flush_states_of(self, key: SessionKey) -> None:
-        if self._states:
-            for frame in self._states.take(key):
-                self.deliver(key, frame)
 
     def _count(self, member: Membership, delta: int) -> None:
         if member.counts_connection:
