@@ -418,3 +418,12 @@ async def test_a_join_while_redis_is_down_is_left_1013_and_the_socket_stays(io_l
     finally:
         await nodes.close()
         redis.cleanup()
+
+
+def test_connections_keep_their_slots_and_no_instance_dict() -> None:
+    # An idle connection costs ~2 KiB (docs/performance.md); a base class without __slots__
+    # (a mixin, say) would give every connection a dict and cost more than that.
+    from tornado_ws.web.connection import Connection
+    from tornado_ws.web.multiplex import MultiplexConnection
+
+    assert Connection.__dictoffset__ == 0 and MultiplexConnection.__dictoffset__ == 0

@@ -11,16 +11,13 @@ are :class:`~tornado_ws.web.multiplex.MultiplexConnection`.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Hashable
 
 from tornado_ws import hooks
 from tornado_ws.auth import AuthError, Claims
-from tornado_ws.brokers.base import BrokerUnavailable, Published
 from tornado_ws.core.protocol import (
     Join,
     Leave,
@@ -28,30 +25,26 @@ from tornado_ws.core.protocol import (
     Ping,
     Publish,
     Refresh,
-    SetPresence,
     Signal,
-    encode_data,
     parse_client_message,
 )
 from tornado_ws.core.ratelimit import TokenBucket
 from tornado_ws.core.registry import Membership, Peer, SessionKey
-from tornado_ws.core.server_messages import PONG, OutFrame, ack_frame, error_frame, refreshed_frame, signal_frame
+from tornado_ws.core.server_messages import PONG, OutFrame, error_frame, refreshed_frame
 from tornado_ws.errors import CloseCode, ErrorCode
 from tornado_ws.transport.websocket import WebSocketConnection
+from tornado_ws.web.publishing import SessionFrames
 from tornado_ws.web.state import AppState
 
 log = logging.getLogger("tornado_ws")
 
-#: Receives everything, may send nothing.
-VIEWER_ROLE = "viewer"
 #: Close codes that may appear as a metric label; any other code a client sends is "other".
 _LABELLED_CLOSE_CODES = frozenset(int(c) for c in CloseCode) | {1005, 1006}
-NOT_DELIVERED = "internal error; the frame was not delivered"
 #: An unmasked WebSocket ping with no payload, built once.
 PING_WIRE = b"\x89\x00"
 
 
-class Connection(WebSocketConnection):
+class Connection(SessionFrames, WebSocketConnection):
     """One authenticated client socket: its claims, limits and memberships.
 
     This class is the ``/ws/<session_id>`` connection, in exactly one session: it is its own
@@ -283,55 +276,6 @@ class Connection(WebSocketConnection):
             return None
         return member
 
-    # -- presence state and signals ------------------------------------------------------
-
-    def _set_presence(self, member: Membership, frame: SetPresence) -> Awaitable[None] | None:
-        session_id = member.key.session_id
-        if len(frame.state_json.encode("utf-8")) > self.state.config.max_presence_state_size:
-            limit = self.state.config.max_presence_state_size
-            self._error(ErrorCode.STATE_TOO_LARGE, f"a presence state is at most {limit} bytes", None, session_id)
-            return None
-        if self.state.broker.set_state_now(member, frame.state, frame.state_json):
-            return None
-        return self._set_presence_through_broker(member, frame)
-
-    async def _set_presence_through_broker(self, member: Membership, frame: SetPresence) -> None:
-        try:
-            await self.state.broker.set_state(member, frame.state, frame.state_json)
-        except BrokerUnavailable as exc:
-            log.warning("presence state not set session=%s: %s", member.key.session_id, exc)
-            unreachable = "the message broker is unreachable; the state was not set"
-            self._error(ErrorCode.UNAVAILABLE, unreachable, None, member.key.session_id)
-
-    def _signal_frame(self, frame: Signal) -> Awaitable[None] | None:
-        bucket = self._signal_bucket
-        if bucket is not None and not bucket.allow():
-            self.state.metrics.signals_dropped += 1
-            now = self._loop.time()
-            if now - self._signal_refused_at >= 1.0:  # one error a second, not one per cursor move
-                self._signal_refused_at = now
-                self._rate_limited(None, frame.session)
-            return None
-        member = self._member_for(frame.session, None)
-        if member is None:
-            return None
-        out = signal_frame(
-            session_id=member.key.session_id,
-            user_id=member.user_id,
-            name=member.name,
-            data_json=frame.data_json,
-            key=frame.key,
-        )
-        if self.state.broker.signal_now(member, out, frame.key):
-            return None
-        return self._signal_through_broker(member, out, frame.key)
-
-    async def _signal_through_broker(self, member: Membership, out: OutFrame, key: str | None) -> None:
-        try:
-            await self.state.broker.signal(member, out, key)
-        except BrokerUnavailable:
-            self.state.metrics.signals_dropped += 1  # at most once: a signal is never retried
-
     def signal(self, slot: Hashable, frame: OutFrame) -> None:
         if self._slow or not self.write_signal(slot, frame.wire):
             self.state.metrics.signals_dropped += 1
@@ -349,104 +293,6 @@ class Connection(WebSocketConnection):
     def _rate_limited(self, message_id: str | None, session_id: str | None) -> None:
         self.state.metrics.rate_limited += 1
         self._error(ErrorCode.RATE_LIMITED, "too many frames; this one was dropped", message_id, session_id)
-
-    def _publish_frame(self, member: Membership, claims: Claims, frame: Publish) -> Awaitable[None] | None:
-        if VIEWER_ROLE in claims.roles:
-            self._error(ErrorCode.FORBIDDEN, "viewers may not send messages", frame.id, member.key.session_id)
-        elif self.state.hooks.on_message is not None:
-            return self._publish_through_hook(member, claims, frame)
-        elif frame.id is not None:
-            return self._publish_once_fast(member, frame.data_json, frame.id)
-        else:
-            return self._publish_fast(member, frame.data_json)
-        return None
-
-    def _not_delivered(self, member: Membership, message_id: str | None) -> None:
-        log.exception("failed to publish session=%s conn=%s", member.key.session_id, self.connection_id)
-        self._error(ErrorCode.INTERNAL, NOT_DELIVERED, message_id, member.key.session_id)
-
-    def _publish_fast(self, member: Membership, data_json: str) -> Awaitable[None] | None:
-        """Publish without a coroutine when the broker can do it synchronously (memory)."""
-        try:
-            started = time.perf_counter()
-            seq = self.state.broker.publish_now(
-                member.key, user_id=member.user_id, name=member.name, data_json=data_json
-            )
-        except Exception:
-            self._not_delivered(member, None)
-            return None
-        if seq is None:
-            return self._publish(member, data_json)
-        self.state.metrics.messages_in += 1
-        self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
-        return None
-
-    def _publish_once_fast(self, member: Membership, data_json: str, message_id: str) -> Awaitable[None] | None:
-        """A message with an id: published once per (user, id) within the window, then acked."""
-        try:
-            started = time.perf_counter()
-            published = self.state.broker.publish_once_now(
-                member.key, user_id=member.user_id, name=member.name, data_json=data_json, message_id=message_id
-            )
-        except Exception:
-            self._not_delivered(member, message_id)
-            return None
-        if published is None:
-            return self._publish(member, data_json, message_id)
-        self._acknowledge(member, message_id, published, started)
-        return None
-
-    def _acknowledge(self, member: Membership, message_id: str, published: Published, started: float) -> None:
-        if not published.duplicate:
-            self.state.metrics.messages_in += 1
-            self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
-        self.send(
-            ack_frame(
-                session_id=member.key.session_id,
-                message_id=message_id,
-                seq=published.seq,
-                duplicate=published.duplicate,
-            )
-        )
-
-    async def _publish(self, member: Membership, data_json: str, message_id: str | None = None) -> None:
-        broker = self.state.broker
-        try:
-            started = time.perf_counter()
-            if message_id is None:
-                await broker.publish(member.key, user_id=member.user_id, name=member.name, data_json=data_json)
-                self.state.metrics.messages_in += 1
-                self.state.metrics.fanout_seconds.observe(time.perf_counter() - started)
-            else:
-                published = await broker.publish_once(
-                    member.key, user_id=member.user_id, name=member.name, data_json=data_json, message_id=message_id
-                )
-                self._acknowledge(member, message_id, published, started)
-        except BrokerUnavailable as exc:
-            log.warning("publish failed session=%s: %s", member.key.session_id, exc)
-            unreachable = "the message broker is unreachable; the frame was not delivered"
-            self._error(ErrorCode.UNAVAILABLE, unreachable, message_id, member.key.session_id)
-        except Exception:
-            self._not_delivered(member, message_id)
-
-    async def _publish_through_hook(self, member: Membership, claims: Claims, frame: Publish) -> None:
-        hook = self.state.hooks.on_message
-        assert hook is not None
-        data_json, message_id, session_id = frame.data_json, frame.id, member.key.session_id
-        data = json.loads(data_json)
-        try:
-            result = await hooks.call(hook, claims, session_id, data)
-            if result is not None:
-                data_json = encode_data(result)
-        except hooks.Reject as exc:
-            self._error(exc.code, exc.message, message_id, session_id)
-            return
-        except Exception:
-            log.exception("on_message hook failed session=%s user=%s", session_id, member.user_id)
-            self._error(ErrorCode.INTERNAL, NOT_DELIVERED, message_id, session_id)
-            return
-        if self.memberships.get(session_id) is member:  # still in the session after the hook
-            await self._publish(member, data_json, message_id)
 
     # -- Peer --------------------------------------------------------------
 
