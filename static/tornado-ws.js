@@ -326,7 +326,7 @@ export class Connection extends Emitter {
     this._after("retry", delay, () => this._open());
   }
 
-  /** Closed for good: every room ends with the same code and reason. */
+  /** Closed for good: every room ends with the same code and reason (seeing conn.state "closed"). */
   _end(code, reason) {
     this._down();
     this._closed = { code, reason };
@@ -334,8 +334,9 @@ export class Connection extends Emitter {
       globalThis.removeEventListener("online", this._onOnline);
       globalThis.removeEventListener("offline", this._onOffline);
     }
+    this.state = "closed";
     for (const room of [...this.rooms.values()]) room._end(code, reason);
-    this._setState("closed", { code, reason });
+    this._emit("state", { state: "closed", code, reason });
   }
 
   _setState(state, details = {}, always = false) {
