@@ -155,6 +155,7 @@ class RoomView {
     this.cursorAt = 0;
     this.cursorTimer = undefined;
     this.pending = new Map(); // our message id -> its "sending…" entry, until its copy arrives
+    this.refusedFor = null; // the left code of a rejoin under way, said once
 
     const id = `room-${++counter}`;
     this.tab.id = `${id}-tab`;
@@ -268,8 +269,12 @@ class RoomView {
 
   onState(event) {
     this.setState(event.state);
-    if (event.state === "joining" && event.code !== null) {
-      // The server ended this membership for now (1011, 1012, 1013): the SDK rejoins by itself.
+    if (event.state === "joined") {
+      this.refusedFor = null;
+    } else if (event.state === "joining" && event.code !== null && this.refusedFor !== event.code) {
+      // The server ended (or refused) this membership for now (1011, 1012, 1013): the SDK rejoins
+      // by itself, after a backoff. Said once, not on every refused try.
+      this.refusedFor = event.code;
       this.system(`The server ended this session for now (${describe(event.code, event.reason)}); rejoining…`, "warn");
     } else if (event.state === "closed") {
       this.stopTyping(false);

@@ -52,7 +52,7 @@ export const DEFAULTS = Object.freeze({
    * connection is dead. A dead line is noticed within pingInterval + pingTimeout (10 s). */
   pingInterval: 5000,
   pingTimeout: 5000,
-  /** From `new WebSocket` to the `connected` frame. */
+  /** From asking for the token to the `connected` frame. */
   connectTimeout: 10000,
   /** A publish without an ack this long rejects (code "timeout"); keep it well under the
    * server's --idempotency-window (300 s by default), or a late resend could apply twice. */
@@ -211,6 +211,9 @@ export class Connection extends Emitter {
 
   async _open() {
     const gen = ++this._gen;
+    // One deadline for the token, the handshake and the `connected` frame: a token service or a
+    // network that never answers must not leave the connection "connecting" for ever.
+    this._after("connect", this.options.connectTimeout, () => this._dead("connect timed out"));
     let token;
     try {
       const source = this.options.token;
@@ -218,6 +221,7 @@ export class Connection extends Emitter {
       if (typeof token !== "string" || token === "") throw new Error("the token callable returned no token");
     } catch (err) {
       if (gen !== this._gen || this.state === "closed") return;
+      this._clear("connect");
       this._failures += 1;
       this._retry(null, `no token: ${err && err.message}`);
       return;
@@ -235,7 +239,6 @@ export class Connection extends Emitter {
     this._token = { value: token, ...tokenTimes(token) };
     ws.onmessage = (event) => gen === this._gen && this._receive(event.data);
     ws.onclose = (event) => gen === this._gen && this._dropped(event.code, event.reason);
-    this._after("connect", this.options.connectTimeout, () => this._dead("no connected frame in time"));
   }
 
   _receive(data) {
@@ -259,6 +262,7 @@ export class Connection extends Emitter {
     }
     if (frame.type === "refreshed" && this._offered) {
       this._token = this._offered; // the server took it: its times drive the next refresh
+      this._offered = null;
       this._refreshIn(frame.expires_at);
     }
     if (frame.type === "error" && frame.code === "bad_refresh") this._refreshIn(this.connected.expires_at, true);
@@ -627,7 +631,7 @@ export class Room extends Emitter {
     if (this.state === "leaving" || TERMINAL_LEFT.has(code)) return this._end(code, reason);
     // 1011, 1012, 1013: the membership may come back; rejoin after this room's own backoff.
     if (this.state === "joined" && now() - this._welcomedAt >= this.connection.options.stableAfter) this._failures = 0;
-    this._setState("joining", { code, reason });
+    this._setState("joining", { code, reason }, true); // said even when the join itself was refused
     this._retryLater();
   }
 
@@ -681,8 +685,8 @@ export class Room extends Emitter {
     this._emit("*", frame);
   }
 
-  _setState(state, details = {}) {
-    if (this.state === state) return;
+  _setState(state, details = {}, always = false) {
+    if (this.state === state && !always) return;
     this.state = state;
     this._emit("state", { state, code: null, reason: "", ...details });
   }
