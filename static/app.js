@@ -415,11 +415,11 @@ class RoomView {
       const label = make("span", "person-name", p.name || p.user_id);
       label.title = p.user_id;
       who.appendChild(label);
+      if (state.typing === true && p.user_id !== page.me) who.appendChild(make("span", "typing-badge", "typing…"));
       if (typeof state.status === "string" && state.status) {
         who.appendChild(make("span", "person-status", state.status.slice(0, 60)));
       }
       li.appendChild(who);
-      if (state.typing === true && p.user_id !== page.me) li.appendChild(make("span", "typing-badge", "typing…"));
       if (p.user_id === page.me) li.appendChild(make("span", "you", "you"));
       this.people.appendChild(li);
     }
