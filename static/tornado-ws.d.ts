@@ -205,6 +205,12 @@ export declare class PublishError extends Error {
   readonly session: string;
 }
 
+export declare class PresenceError extends Error {
+  /** "state_too_large" or "unavailable": the state is the one before. */
+  readonly code: string;
+  readonly session: string;
+}
+
 export declare class ClosedError extends Error {
   readonly code: number | null;
   readonly reason: string;
@@ -234,13 +240,17 @@ export declare class Room {
   readonly participantCount: number;
   readonly participantsTruncated: boolean;
   readonly unacked: number;
+  /** This connection's presence state as last set and not refused, or null. */
+  readonly presence: JsonObject | null;
   readonly closed: { code: number | null; reason: string } | null;
   on<K extends keyof RoomEvents>(type: K, fn: (event: RoomEvents[K]) => void): () => void;
   /** A frame type this SDK does not know yet. */
   on(type: string, fn: (frame: { type: string; session_id: string; [field: string]: unknown }) => void): () => void;
   publish(data: unknown, options?: PublishOptions): Promise<number>;
+  /** true if sent; false (dropped) unless joined. Throws TypeError for a key that is not 1-64 characters. */
   signal(data: unknown, options?: { key?: string }): boolean;
-  setPresence(state: object): void;
+  /** Resolves once the server announced the state; rejects with PresenceError or ClosedError. */
+  setPresence(state: object): Promise<void>;
   leave(): Promise<void>;
 }
 

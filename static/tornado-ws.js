@@ -65,10 +65,15 @@ export const DEFAULTS = Object.freeze({
 export class PublishError extends Error {
   constructor(code, message, id, session) {
     super(`message ${id} to ${session} refused (${code}): ${message}`);
-    this.name = "PublishError";
-    this.code = code;
-    this.id = id;
-    this.session = session;
+    Object.assign(this, { name: "PublishError", code, id, session });
+  }
+}
+
+/** A presence state the server refused ("state_too_large", "unavailable"): the state is the one before. */
+export class PresenceError extends Error {
+  constructor(code, message, session) {
+    super(`presence state in ${session} refused (${code}): ${message}`);
+    Object.assign(this, { name: "PresenceError", code, session });
   }
 }
 
@@ -76,10 +81,7 @@ export class PublishError extends Error {
 export class ClosedError extends Error {
   constructor(code, reason, session = null) {
     super(`${session === null ? "connection" : `session ${session}`} closed (${code}): ${reason}`);
-    this.name = "ClosedError";
-    this.code = code;
-    this.reason = reason;
-    this.session = session;
+    Object.assign(this, { name: "ClosedError", code, reason, session });
   }
 }
 
@@ -91,6 +93,9 @@ export function connect(url, options) {
 const now = () => performance.now();
 const isObject = (value) => typeof value === "object" && value !== null && !Array.isArray(value);
 const isSeq = (value) => Number.isInteger(value) && value >= 0;
+/** JSON with sorted keys: two states are the same state whatever the order of their keys. */
+const canon = (value) =>
+  JSON.stringify(value, (_, v) => (isObject(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v));
 
 /** Listeners by type; `on` returns the function that removes the listener. */
 class Emitter {
@@ -117,6 +122,13 @@ class Emitter {
         else setTimeout(() => { throw err; });
       }
     }
+  }
+
+  /** Enter `state` and tell the "state" listeners (also when unchanged, if `always`). */
+  _setState(state, details = {}, always = false) {
+    if (this.state === state && !always) return;
+    this.state = state;
+    this._emit("state", { state, code: null, reason: "", ...details });
   }
 }
 
@@ -292,7 +304,6 @@ export class Connection extends Emitter {
     const wasUp = this.connected !== null;
     this.connected = null;
     if (wasUp) for (const room of [...this.rooms.values()]) room._connectionDown();
-    return wasUp;
   }
 
   _dropped(code, reason) {
@@ -341,12 +352,6 @@ export class Connection extends Emitter {
     this.state = "closed";
     for (const room of [...this.rooms.values()]) room._end(code, reason);
     this._emit("state", { state: "closed", code, reason });
-  }
-
-  _setState(state, details = {}, always = false) {
-    if (this.state === state && !always) return;
-    this.state = state;
-    this._emit("state", { state, code: null, reason: "", ...details });
   }
 
   // -- internal: timers --------------------------------------------------------
@@ -467,7 +472,7 @@ export class Room extends Emitter {
     this.closed = null;
     this._roster = new Map(); // user_id -> {user_id, name?, state?}
     this._pending = new Map(); // id -> a publish waiting for its ack, in publish order
-    this._presence = null; // the last state set: sent again after every (re)join
+    this._presence = new Presence(this);
     this._inSession = false; // a join (or the membership) exists on the current socket
     this._failures = 0; // consecutive rejoins refused with 1011/1012/1013
     this._welcomedAt = 0;
@@ -478,6 +483,12 @@ export class Room extends Emitter {
   /** The roster with presence states: [{user_id, name?, state?}], in arrival order. */
   get participants() {
     return [...this._roster.values()].map((p) => ({ ...p }));
+  }
+
+  /** This connection's state as last set and not refused (the one a rejoin sends), or null. */
+  get presence() {
+    const kept = this._presence.kept;
+    return kept === null ? null : JSON.parse(JSON.stringify(kept.state));
   }
 
   /** Publishes waiting for their ack. */
@@ -511,19 +522,28 @@ export class Room extends Emitter {
     });
   }
 
-  /** An ephemeral frame for the session's other connections; false (dropped) unless joined. */
+  /** An ephemeral frame for the session's other connections; false (dropped, never queued) unless joined. */
   signal(data, { key } = {}) {
-    if (this.state !== "joined" || data === undefined) return false;
+    if (data === undefined) throw new TypeError("signal(data): data is required (null is a value)");
+    if (key !== undefined && (typeof key !== "string" || key.length < 1 || key.length > 64)) {
+      throw new TypeError("a signal key is a string of 1-64 characters");
+    }
     const frame = { type: "signal", session: this.session, data };
     if (key !== undefined) frame.key = key;
-    return this.connection._send(frame);
+    const wire = JSON.stringify(frame);
+    return this.state === "joined" && this.connection._send(wire);
   }
 
-  /** This connection's presence state here (an object); kept and sent again after every rejoin. */
+  /** Set this connection's presence state here (an object): kept, and sent again after every
+   * rejoin. Resolves once the server announced it, rejects with PresenceError if refused (a
+   * caller may ignore the promise: that is not an unhandled rejection). */
   setPresence(state) {
     if (!isObject(state)) throw new TypeError("setPresence(state): state is an object");
-    this._presence = state;
-    if (this.state === "joined") this.connection._send({ type: "presence", session: this.session, state });
+    if (this.state === "closed" || this.state === "leaving") {
+      const closed = this.closed || { code: 1000, reason: "left" };
+      return handled(Promise.reject(new ClosedError(closed.code, closed.reason, this.session)));
+    }
+    return this._presence.set(JSON.parse(JSON.stringify(state))); // as the server will echo it
   }
 
   /** Leave the session; resolves once the server confirmed (or at once without a connection). */
@@ -550,6 +570,7 @@ export class Room extends Emitter {
 
   _connectionDown() {
     this._inSession = false;
+    this._presence.down();
     for (const pending of this._pending.values()) pending.sentIn = null;
     if (this.state === "leaving") this._end(1000, "left"); // nothing left to leave
     else if (this.state === "joined") this._setState("joining");
@@ -576,7 +597,8 @@ export class Room extends Emitter {
         this._refused(frame);
         break;
       case "user_joined":
-        this._roster.set(frame.user_id, { ...this._roster.get(frame.user_id), ...pick(frame, "user_id", "name") });
+        this._roster.set(frame.user_id, { ...this._roster.get(frame.user_id), user_id: frame.user_id });
+        if (frame.name !== undefined) this._roster.get(frame.user_id).name = frame.name;
         this._count(frame);
         break;
       case "user_left":
@@ -588,13 +610,19 @@ export class Room extends Emitter {
         if (isObject(frame.state)) entry.state = frame.state;
         else delete entry.state;
         this._roster.set(frame.user_id, entry);
+        this._presence.echo(frame);
         break;
       }
-      case "presence_summary":
-        for (const user of frame.left || []) this._roster.delete(user);
-        for (const user of frame.joined || []) if (!this._roster.has(user)) this._roster.set(user, { user_id: user });
+      case "presence_summary": {
+        const left = frame.left || [];
+        const joined = frame.joined || [];
+        for (const user of left) this._roster.delete(user);
+        for (const user of joined) if (!this._roster.has(user)) this._roster.set(user, { user_id: user });
+        // A summary lists at most 100 users each way: a full list may have left some out.
+        if (left.length >= 100 || joined.length >= 100) this.participantsTruncated = true;
         this._count(frame);
         break;
+      }
       case "left":
         this._emitFrame(frame);
         return this._left(frame);
@@ -615,9 +643,8 @@ export class Room extends Emitter {
     this._count(welcome);
     if (this.state === "joining") {
       // Resend before anything the page does on the welcome, so the publish order holds.
-      const state = this._presence;
-      if (state !== null) this.connection._send({ type: "presence", session: this.session, state });
       this.state = "joined";
+      this._presence.welcomed(welcome.user_id);
       for (const pending of [...this._pending.values()]) this._sendPending(pending);
       this._emit("state", { state: "joined", code: null, reason: "" });
     }
@@ -628,6 +655,7 @@ export class Room extends Emitter {
     const code = Number.isInteger(frame.code) ? frame.code : null;
     const reason = String(frame.reason || "");
     this._inSession = false;
+    this._presence.down();
     if (this.state === "leaving" || TERMINAL_LEFT.has(code)) return this._end(code, reason);
     // 1011, 1012, 1013: the membership may come back; rejoin after this room's own backoff.
     if (this.state === "joined" && now() - this._welcomedAt >= this.connection.options.stableAfter) this._failures = 0;
@@ -658,6 +686,8 @@ export class Room extends Emitter {
     } else if (frame.code === "rate_limited" && frame.id === undefined && this._inSession && this.state !== "joined") {
       this._inSession = this.state === "leaving"; // the join budget dropped our join or leave: again later
       this._retryLater();
+    } else if (frame.id === undefined) {
+      this._presence.error(frame); // maybe the answer to our presence frame
     }
   }
 
@@ -685,12 +715,6 @@ export class Room extends Emitter {
     this._emit("*", frame);
   }
 
-  _setState(state, details = {}, always = false) {
-    if (this.state === state && !always) return;
-    this.state = state;
-    this._emit("state", { state, code: null, reason: "", ...details });
-  }
-
   _end(code, reason) {
     if (this.state === "closed") return;
     clearTimeout(this._timer);
@@ -699,9 +723,133 @@ export class Room extends Emitter {
     this.closed = { code, reason };
     if (this.connection.rooms.get(this.session) === this) this.connection.rooms.delete(this.session);
     for (const id of [...this._pending.keys()]) this._settle(id, new ClosedError(code, reason, this.session));
+    this._presence.end(new ClosedError(code, reason, this.session));
     this._setState("closed", { code, reason });
     for (const resolve of this._leaving.splice(0)) resolve();
   }
+}
+
+// -- presence state -------------------------------------------------------------------------
+
+/** This connection's presence state in one room, kept across reconnects (the rules of the Python
+ * client's tornado_ws/client/presence.py). The server answers nothing to a `presence` frame that
+ * succeeds: every member, this connection included, gets the user's `presence_state` (at most one
+ * per 50 ms). That echo confirms it; an `error` state_too_large or unavailable (without id)
+ * refuses it. Neither names the frame it answers, so at most one `presence` frame is on its way:
+ * a newer state waits for the answer and replaces any state still waiting, as the server's own
+ * coalescing would. The server drops the state with the membership: it is sent after every welcome. */
+class Presence {
+  constructor(room) {
+    this.room = room;
+    this.kept = null; // the latest state not refused
+    this.accepted = null; // the latest the server announced as ours: what a refusal goes back to
+    this.next = null; // waiting for the answer to `flight`
+    this.flight = null; // sent, not answered
+    this.user = null; // our user id, from the welcome
+    this.live = false;
+    this.retry = undefined;
+    this.retries = 0;
+  }
+
+  set(state) {
+    const update = { state, waiters: [] };
+    const done = handled(new Promise((resolve, reject) => update.waiters.push({ resolve, reject })));
+    if (this.next) settle(this.next, null); // replaced before it was sent: the latest wins
+    this.next = this.kept = update;
+    this.pump();
+    return done;
+  }
+
+  welcomed(userId) {
+    this.user = userId;
+    this.live = true;
+    this.cancel();
+    const flight = this.flight;
+    this.flight = null;
+    if (this.next === null) this.next = this.kept; // the one on its way (still awaited), or the kept one
+    else if (flight !== null) settle(flight, null); // a newer state replaces it
+    this.pump();
+  }
+
+  down() {
+    this.live = false;
+    clearTimeout(this.retry);
+    this.retry = undefined;
+  }
+
+  /** A presence_state of the room: ours answers the state on its way. */
+  echo(frame) {
+    const flight = this.flight;
+    if (flight === null || frame.user_id !== this.user || !isObject(frame.state)) return;
+    // Another state is another connection of the same user, updated since: ours is set all the same.
+    if (canon(frame.state) === canon(flight.state)) this.accepted = flight;
+    this.flight = null;
+    this.retries = 0;
+    this.cancel();
+    settle(flight, null);
+    this.pump();
+  }
+
+  /** An error of the room without an id: maybe the answer to the state on its way. */
+  error(frame) {
+    if (frame.code === "rate_limited") {
+      // Dropped over --rate-limit (or a signal was: the error does not say); sending the latest
+      // state again is harmless, losing it is not.
+      if (this.flight !== null && this.live && this.retry === undefined) {
+        this.retry = setTimeout(() => this.resend(), this.room.connection._backoff(this.retries++));
+      }
+      return;
+    }
+    if (frame.code !== "state_too_large" && frame.code !== "unavailable") return;
+    const flight = this.flight;
+    this.flight = null;
+    if (this.next === null) this.kept = this.accepted; // the server keeps the state it had
+    if (flight !== null) settle(flight, new PresenceError(frame.code, String(frame.message || ""), this.room.session));
+    this.pump();
+  }
+
+  end(error) {
+    this.down();
+    for (const update of [this.flight, this.next]) if (update !== null) settle(update, error);
+    this.flight = this.next = null;
+  }
+
+  pump() {
+    if (!this.live || this.flight !== null || this.next === null) return;
+    if (this.send(this.next)) [this.flight, this.next] = [this.next, null];
+  }
+
+  resend() {
+    this.retry = undefined;
+    const flight = this.flight;
+    if (flight === null || !this.live) return;
+    if (this.next === null) return void this.send(flight);
+    this.flight = null;
+    settle(flight, null); // a newer state replaces it
+    this.pump();
+  }
+
+  send(update) {
+    return this.room.connection._send({ type: "presence", session: this.room.session, state: update.state });
+  }
+
+  cancel() {
+    clearTimeout(this.retry);
+    this.retry = undefined;
+  }
+}
+
+function settle(update, error) {
+  for (const { resolve, reject } of update.waiters.splice(0)) {
+    if (error) reject(error);
+    else resolve();
+  }
+}
+
+/** A promise whose rejection nobody has to handle (the caller still sees it if it awaits). */
+function handled(promise) {
+  promise.catch(() => {});
+  return promise;
 }
 
 /** Close a socket we no longer listen to (a close code browsers allow: 1000 or 3000-4999). */
@@ -711,10 +859,4 @@ function quietClose(ws, code, reason) {
   } catch {
     // closing already
   }
-}
-
-function pick(frame, ...keys) {
-  const out = {};
-  for (const key of keys) if (frame[key] !== undefined) out[key] = frame[key];
-  return out;
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -45,6 +45,18 @@ NETWORK_DOWN = r"WebSocket connection to .* failed|net::ERR_CONNECTION_RESET|net
 def sockets_of(app_state: AppState, user_id: str) -> int:
     """The server's count of ``/ws`` connections of ``user_id``."""
     return sum(1 for conn in app_state.multiplexed if conn.claims is not None and conn.claims.user_id == user_id)
+
+
+async def frames_until(
+    client: MuxClient, session: str, done: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
+    """The frames of ``session`` the client reads until ``done(frames)``."""
+    frames: list[dict[str, Any]] = []
+    while not frames or not done(frames):
+        frame = await client.recv()
+        if frame.get("session_id") == session:
+            frames.append(frame)
+    return frames
 
 
 async def recv_messages(client: MuxClient, session: str, count: int) -> list[dict[str, Any]]:
@@ -96,9 +108,21 @@ async def test_several_sessions_over_one_socket(chromium: str, port: int, app: A
         assert frames == [True, True, True]
 
         # Presence state both ways, in the roster; a keyed signal both ways (not to the sender).
-        await page.run("() => seen.standup.room.setPresence({ typing: true })")
+        await page.run("() => seen.standup.room.setPresence({ typing: true })")  # resolves on the echo
         state = await bob.recv_in("standup", "presence_state")
         assert (state["user_id"], state["state"]) == ("alice", {"typing": True})
+        # A burst is coalesced: one presence frame on its way at a time, the latest state wins.
+        await page.run("() => Promise.all(Array.from({ length: 30 }, (_, n) => seen.standup.room.setPresence({ n })))")
+        while (await bob.recv_in("standup", "presence_state"))["state"] != {"n": 29}:
+            pass
+        frames = await page.run("() => window.__sent.filter((f) => f.type === 'presence').map((f) => f.state)")
+        assert frames == [{"typing": True}, {"n": 0}, {"n": 29}]
+        # A refusal rejects, and the state stays the one before.
+        refusal = await page.run(
+            "() => seen.standup.room.setPresence({ big: 'x'.repeat(2000) }).catch((err) => [err.name, err.code])"
+        )
+        assert refusal == ["PresenceError", "state_too_large"]
+        assert await page.run("() => seen.standup.room.presence") == {"n": 29}
         await bob.send({"type": "presence", "session": "random", "state": {"typing": True}})
         roster = await page.until(
             "seen.random.room.participants.find((p) => p.user_id === 'bob' && p.state && p.state.typing)"
@@ -178,11 +202,14 @@ async def test_publish_while_down_resolves_after_the_reconnect_once_for_everyone
             window.acks = {};
         }""")
         await page.until("seen.room.state === 'joined'")
+        await page.run("() => seen.room.setPresence({ typing: true })")
 
         # A: reaches the server, but its ack is held back, then the line is cut: unacknowledged.
         proxy.hold_replies()
         await page.run("() => { seen.room.publish({ text: 'A' }).then((seq) => { acks.A = seq; }); }")
-        first = await bob.recv_in("doc", "message")
+        (first,) = [
+            f for f in await frames_until(bob, "doc", lambda fs: fs[-1]["type"] == "message") if f["type"] == "message"
+        ]
         assert first["data"] == {"text": "A"}
         proxy.refusing = True
         proxy.cut()
@@ -194,8 +221,19 @@ async def test_publish_while_down_resolves_after_the_reconnect_once_for_everyone
         assert await page.run("() => [seen.room.unacked, seen.room.state, acks.A]") == [2, "joining", None]
         proxy.refusing = False
         await page.until("acks.A !== undefined && acks.B !== undefined")
-        second = await bob.recv_in("doc", "message")
+
+        # Bob sees alice leave and come back with her presence state (kept and sent again), and B once.
+        def back(frames: list[dict[str, Any]]) -> bool:
+            kinds = [(f["type"], f.get("user_id")) for f in frames]
+            if ("user_joined", "alice") not in kinds:
+                return False
+            since = kinds[kinds.index(("user_joined", "alice")) :]
+            return ("message", "alice") in since and ("presence_state", "alice") in since
+
+        later = await frames_until(bob, "doc", back)
+        (second,) = [f for f in later if f["type"] == "message"]
         assert second["data"] == {"text": "B"}
+        assert [f["state"] for f in later if f["type"] == "presence_state"][-1] == {"typing": True}
         acks = await page.run("() => acks")
         assert acks == {"A": first["seq"], "B": second["seq"]}
 

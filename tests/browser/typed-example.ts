@@ -6,6 +6,7 @@ import {
   connect,
   Connection,
   DEFAULTS,
+  PresenceError,
   PublishError,
   type ConnectionStateEvent,
   type JsonObject,
@@ -97,7 +98,14 @@ async function chat(): Promise<void> {
   const sent: boolean = room.signal({ x: 0.5, y: 0.25 }, { key: "cursor" });
   room.signal("wave");
   const typing: JsonObject = { typing: true };
-  room.setPresence(typing);
+  try {
+    await room.setPresence(typing); // resolves once the server announced it
+  } catch (err) {
+    if (err instanceof PresenceError) console.log(err.code, err.session);
+  }
+  void room.setPresence({ typing: false }); // or fire and forget: a refusal is no unhandled rejection
+  const mine: JsonObject | null = room.presence;
+  console.log(mine?.["typing"]);
   const people: Participant[] = room.participants;
   console.log(sent, people.map((p) => p.state?.["typing"]), room.participantCount, room.participantsTruncated);
   console.log(room.session, room.state, room.epoch, room.lastSeq, room.welcome?.seq, room.welcomes, room.closed?.code);
