@@ -21,7 +21,7 @@ from . import ROOT
 from .peers import NODE_WS_DIR, PEERS, TORNADO_WS
 from .procs import can_pin, machine, raise_nofile, version
 from .profile import Profile, Profiler
-from .report import profile_section, table, targets, write_doc
+from .report import profile_section, table, targets, targets_17, write_doc
 from .runner import Result, run_one
 from .scenarios import SCENARIOS, params
 
@@ -91,6 +91,10 @@ PROFILED: tuple[tuple[str, str, Callable[[dict[str, float]], float]], ...] = (
     ("idle", "idle", lambda p: p["hold"]),
     # Every /ws socket joining its sessions: about a second with the memory broker (full preset).
     ("multiplex", "join", lambda p: 1),
+    ("cursors", "cursors", lambda p: p["warmup"] + p["duration"]),
+    # The room filling up with the roster limit (the first variant): 3.5 s on a quiet machine, up to
+    # 15 s on a loaded one; 10 s for 10,000 members.
+    ("big-room", "join", lambda p: p["members"] / 1000),
 )
 
 
@@ -103,7 +107,8 @@ def run_profiles(preset: str, pin: bool, scenarios: list[str]) -> tuple[list[Pro
     for key, phase, seconds in PROFILED:
         if key not in scenarios:
             continue
-        scenario = SCENARIOS[key]
+        # The first variant only (the big room's with the roster limit: the one with a target).
+        scenario = dataclasses.replace(SCENARIOS[key], variants=SCENARIOS[key].variants[:1])
         title = f"{scenario.title} ({phase} phase)"
         profiler = Profiler(title, out_dir / f"tornado-ws-{key}.pyspy.txt", phase, seconds(params(scenario, preset)))
         result = run_one(scenario, PEERS[TORNADO_WS], preset, pin=pin, on_phase=profiler.on_phase)
@@ -151,6 +156,8 @@ def render(
         notes = [f"{r.peer}: {'; '.join(r.error_samples)}" for r in results if r.scenario == key and r.error_samples]
         out += [f"Errors seen: {' / '.join(notes)}", ""] if notes else []
     out += ["### Targets (issue #7)", "", targets(results), ""]
+    if {"cursors", "big-room"} & set(args.scenarios):
+        out += ["### Targets (issue #17)", "", targets_17(results), ""]
     out += ["### Profiles", "", profile_section(profiles, profile_errors, args.profile), ""]
     return "\n".join(out)
 

@@ -100,8 +100,8 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deploy(peer: Peer, jwt_secret: str, core: int | None) -> Iterator[Deployment]:
-    """Start the peer's Redis instances and nodes; stop them all on exit."""
+def deploy(peer: Peer, jwt_secret: str, core: int | None, extra: tuple[str, ...] = ()) -> Iterator[Deployment]:
+    """Start the peer's Redis instances and nodes (``extra``: the run's server flags); stop them all on exit."""
     procs: list[Proc] = []
     try:
         redis_urls = []
@@ -114,7 +114,7 @@ def deploy(peer: Peer, jwt_secret: str, core: int | None) -> Iterator[Deployment
         targets = []
         for node in range(peer.nodes):
             port = free_port()
-            argv = peer.argv(Launch(port, node, tuple(redis_urls), jwt_secret))
+            argv = peer.argv(Launch(port, node, tuple(redis_urls), jwt_secret, extra))
             procs.append(Proc(pinned(argv, core), f"{peer.key}-{node}"))
             procs[-1].wait_listening(port)
             targets.append({"host": "127.0.0.1", "port": port})

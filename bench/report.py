@@ -1,5 +1,5 @@
 """Markdown tables (one per scenario, with tornado-ws's ratio to each peer), the
-targets of issue #7, and the generated block of docs/performance.md."""
+targets of issues #7 and #17, and the generated block of docs/performance.md."""
 
 from __future__ import annotations
 
@@ -87,6 +87,32 @@ def targets(results: list[Result]) -> str:
         ),
         ("fan-out p99 at half max < 50 ms", f("fanout", TORNADO_WS, "half_p99_ms"), 50.0, "ms", "<="),
     ]
+    return _target_table(rows)
+
+
+def targets_17(results: list[Result]) -> str:
+    """Issue #17's targets (cursors and the big room, tornado-ws on the memory broker)."""
+    rows: list[tuple[str, float | None, float | None, str, str]] = [
+        ("cursors p99 < 50 ms", _fig(results, "cursors", TORNADO_WS, "p99_ms"), 50.0, "ms", "<="),
+        (
+            "cursors server CPU < 60 % of a core",
+            _fig(results, "cursors", TORNADO_WS, "server_cpu_pct"),
+            60.0,
+            "%",
+            "<=",
+        ),
+        (
+            "big room (roster limit) < 10 s server CPU",
+            _fig(results, "big-room", TORNADO_WS, "server_cpu_s"),
+            10.0,
+            "s",
+            "<=",
+        ),
+    ]
+    return _target_table(rows)
+
+
+def _target_table(rows: list[tuple[str, float | None, float | None, str, str]]) -> str:
     lines = ["| target | tornado-ws | bound | met |", "|---|---|---|---|"]
     for name, ours, bound, unit, op in rows:
         if ours is None or bound is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .peers import Peer
 from .procs import DRIVER_CORE, SERVER_CORE, deploy, ensure_node_ws, run_driver
-from .scenarios import Scenario, params
+from .scenarios import Scenario, Variant, params
 
 ORG = "bench"
 
@@ -38,7 +38,8 @@ def run_one(
     pin: bool = True,
     on_phase: Callable[[str, list[int]], None] | None = None,
 ) -> Result:
-    """One driver run; never raises for a peer's failure (the table shows it instead)."""
+    """One driver run (per variant of the scenario, each on a fresh deployment); never raises for a
+    peer's failure (the table shows it instead)."""
     result = Result(scenario.key, peer.key)
     reason = peer.unavailable()
     if reason is not None:
@@ -46,31 +47,60 @@ def run_one(
         return result
     if peer.key == "node-ws":
         ensure_node_ws()
-    secret = secrets.token_urlsafe(32)
     scale = {"full": 1.0, "quick": 0.6, "smoke": 0.5}[preset]
+    features = peer.features()
+    for variant in scenario.variants or (Variant(""),):
+        if (variant.needs is not None and variant.needs not in features) or (
+            variant.only and peer.key not in variant.only
+        ):
+            continue
+        run = {**params(scenario, preset), **variant.params}
+        extra = tuple(scenario.server_args(run, features))
+        out = _drive(scenario, peer, run, extra, features, pin, scenario.timeout * scale, on_phase, result)
+        if out is None:
+            return result
+        result.figures.update({variant.prefix + k: v for k, v in out["figures"].items()})
+        result.figures[f"{variant.prefix}driver_wall_s"] = out["wall_s"]
+        result.errors += out["errors"]
+        fresh = [sample for sample in out["error_samples"] if sample not in result.error_samples]
+        result.error_samples = (result.error_samples + fresh)[:5]
+    result.figures.update(scenario.derived(result.figures))
+    return result
+
+
+def _drive(
+    scenario: Scenario,
+    peer: Peer,
+    run: dict[str, Any],
+    extra: tuple[str, ...],
+    features: frozenset[str],
+    pin: bool,
+    timeout: float,
+    on_phase: Callable[[str, list[int]], None] | None,
+    result: Result,
+) -> dict[str, Any] | None:
+    """Deploy ``peer`` (with ``extra`` server flags) and drive one run; None (and
+    ``result.failure``) when it broke."""
+    secret = secrets.token_urlsafe(32)
     try:
-        with deploy(peer, secret, SERVER_CORE if pin else None) as dep:
+        with deploy(peer, secret, SERVER_CORE if pin else None, extra) as dep:
             config = {
                 "scenario": scenario.key,
-                "params": params(scenario, preset),
+                "params": run,
                 "targets": dep.targets,
                 "pids": dep.pids,
                 "clk_tck": os.sysconf("SC_CLK_TCK"),
                 "jwt_secret": secret,
                 "org": ORG,
                 "cores": [SERVER_CORE, DRIVER_CORE] if pin else [],
-                "features": sorted(peer.features()),
+                "features": sorted(features),
             }
             hook = None if on_phase is None else (lambda phase: on_phase(phase, dep.pids))
-            out = run_driver(config, DRIVER_CORE if pin else None, scenario.timeout * scale, hook)
+            out = run_driver(config, DRIVER_CORE if pin else None, timeout, hook)
             crashed = [p.name for p in dep.procs if p.popen.poll() is not None]
             if crashed:
                 result.failure = f"server died during the run: {', '.join(crashed)}"
     except (RuntimeError, OSError) as exc:
         result.failure = str(exc)[:500]
-        return result
-    result.figures = out["figures"]
-    result.figures["driver_wall_s"] = out["wall_s"]
-    result.errors = out["errors"]
-    result.error_samples = out["error_samples"]
-    return result
+        return None
+    return out

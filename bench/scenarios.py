@@ -8,9 +8,14 @@ the test suite runs it so the benchmark cannot rot).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+from .peers import TORNADO_WS
+
 MSG = 100  # bytes of each client publish frame's JSON
+UNLIMITED = 100_000  # a --presence-roster-limit no big room reaches
+NOLIMIT_BUDGET_S = 300  # seconds of joins for the big room without the limit (O(N²): ~3 minutes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +28,18 @@ class Column:
 
 
 @dataclasses.dataclass(frozen=True)
+class Variant:
+    """One of a scenario's runs, each on a fresh deployment of the peer: ``params`` override the
+    preset's, the figures get ``prefix``; skipped for a peer without the feature ``needs``."""
+
+    prefix: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    needs: str | None = None
+    #: The peers it runs for (empty: every peer).
+    only: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Scenario:
     key: str
     title: str
@@ -30,6 +47,12 @@ class Scenario:
     presets: dict[str, dict[str, Any]]
     columns: tuple[Column, ...]
     timeout: float  # seconds for one driver run (full preset)
+    #: Runs on fresh servers, one after the other (none: one run with the preset's params).
+    variants: tuple[Variant, ...] = ()
+    #: Server flags for a run, from its params and the peer's features (tornado-ws's flags).
+    server_args: Callable[[dict[str, Any], frozenset[str]], list[str]] = lambda params, features: []
+    #: Figures computed from the others once every variant ran (ratios between variants).
+    derived: Callable[[dict[str, Any]], dict[str, Any]] = lambda figures: {}
 
 
 def _lat(prefix: str, label: str, better: str | None = "lower") -> tuple[Column, ...]:
@@ -237,7 +260,106 @@ CHURN = Scenario(
     timeout=60,
 )
 
-SCENARIOS: dict[str, Scenario] = {s.key: s for s in (FANOUT, FANOUT_IDS, ROOMS, IDLE, MULTIPLEX, HANDSHAKE, CHURN)}
+CURSORS = Scenario(
+    "cursors",
+    "Cursors (signals)",
+    "1 session x {members} members, each sending a keyed signal"
+    ' (`{{"type":"signal","data":{{"x","y","t"}},"key":"cursor"}}`) at {hz} Hz, all spread evenly over time,'
+    " for {duration} s after {warmup} s warm-up; each reaches the other members. Latency: from the send time in"
+    " `data` to receipt. Server CPU: % of one core, the server process(es) only. tornado-ws replaces a cursor"
+    " still unsent to a member with the same sender's next one (latest wins); the peers have no latest-wins and"
+    ' relay every signal to the other members. "delivered" is the share of every (signal, other member)'
+    ' that arrived by the time 300 ms passed without one (at most 2 s after the last send). "Driver sent late":'
+    " how far behind its schedule the driver sent (its timer ticks every 2 ms; more is a stall of its core), a"
+    " late batch reaching the server at once.",
+    {
+        "full": dict(members=50, hz=30, warmup=2, duration=20),
+        "quick": dict(members=50, hz=30, warmup=1, duration=5),
+        "smoke": dict(members=4, hz=30, warmup=0.05, duration=0.25),
+    },
+    (
+        Column("deliveries_per_s", "deliveries/s"),
+        Column("offered_per_s", "offered/s"),
+        Column("delivered_pct", "delivered %", "{:.2f}"),
+        *_lat("", "send → receipt"),
+        Column("send_lag_p99_ms", "p99 ms driver sent late", "{:.1f}"),
+        Column("send_lag_max_ms", "max ms driver sent late", "{:.1f}"),
+        Column("server_cpu_pct", "server CPU % of a core", "{:.1f}", "lower"),
+        Column("server_us_per_delivery", "server CPU µs/delivery", "{:.2f}"),
+        SERVER_CORE,
+        DRIVER_CPU,
+    ),
+    timeout=60,
+)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _big_room_args(params: dict[str, Any], features: frozenset[str]) -> list[str]:
+    if "presence" not in features:
+        return []
+    pings = ["--ping-interval", str(params["ping_interval"])] if "ping_interval" in params else []
+    return ["--presence-roster-limit", str(params["roster_limit"]), *pings]
+
+
+BIG_ROOM = Scenario(
+    "big-room",
+    "Big room",
+    "{members:,} members join one session, {concurrency} handshakes at a time (each waits for its welcome):"
+    " time and server CPU until the last welcome, then until every presence frame arrived (settled); joins"
+    " start for at most {budget_s} s. With `--presence-roster-limit {roster_limit}` (above it a welcome lists"
+    " {roster_limit} participants and joins go out as one `presence_summary` a second); then, for tornado-ws"
+    f" only, on a fresh server with the limit out of reach (`--presence-roster-limit {UNLIMITED}"
+    " --ping-interval 0`: every welcome lists everyone, every join is a `user_joined` to everyone, O(N²); pings"
+    " off, or the one driver, seconds behind that flood, would miss pongs and be cut; joins start for at most"
+    f" {NOLIMIT_BUDGET_S} s). The peers have no presence: their rows are {{members:,}} connects into one room"
+    " with a welcome, nothing announced, the floor of the connection work, not the same job."
+    ' "2nd ÷ 1st half": server CPU from the welcome of half of the members to settled, over the CPU up to it:'
+    " ~1 for O(N), ~3 for O(N²).",
+    {
+        "full": dict(members=10000, concurrency=50, roster_limit=1000, budget_s=60, drain_s=15),
+        "quick": dict(members=3000, concurrency=50, roster_limit=1000, budget_s=30, drain_s=10),
+        "smoke": dict(members=11, concurrency=4, roster_limit=10, budget_s=10, drain_s=5),
+    },
+    (
+        Column("members", "members"),
+        Column("join_s", "s to last welcome", "{:.1f}"),
+        Column("settle_s", "s to settled", "{:.1f}"),
+        Column("server_cpu_s", "server CPU s", "{:.1f}", "lower"),
+        Column("server_us_per_join", "server CPU µs/join", "{:.0f}"),
+        Column("half_cpu_ratio", "2nd ÷ 1st half", "{:.2f}x"),
+        Column("presence_frames_per_join", "presence frames/join", "{:.1f}", needs="presence"),
+        Column("mib_received", "MiB to the driver", "{:,.0f}"),
+        Column("nolimit_members", "members, no limit", needs="presence"),
+        Column("nolimit_join_s", "s to last welcome, no limit", "{:.1f}", needs="presence"),
+        Column("nolimit_settle_s", "s to settled, no limit", "{:.1f}", needs="presence"),
+        Column("nolimit_server_cpu_s", "server CPU s, no limit", "{:.1f}", needs="presence"),
+        Column("nolimit_half_cpu_ratio", "2nd ÷ 1st half, no limit", "{:.2f}x", needs="presence"),
+        Column("nolimit_mib_received", "MiB to the driver, no limit", "{:,.0f}", needs="presence"),
+        Column("limit_cpu_ratio", "CPU no limit ÷ limit", "{:.1f}x", needs="presence"),
+    ),
+    timeout=450,
+    variants=(
+        Variant(""),
+        # Without the limit, the one driver falls seconds behind the flood of presence frames, its
+        # pongs with it, and the server would drop members for missed pongs: pings off for that run.
+        # O(N²) by design, minutes long: one row shows it.
+        Variant(
+            "nolimit_",
+            {"roster_limit": UNLIMITED, "ping_interval": 0, "budget_s": NOLIMIT_BUDGET_S},
+            needs="presence",
+            only=(TORNADO_WS,),
+        ),
+    ),
+    server_args=_big_room_args,
+    derived=lambda f: {"limit_cpu_ratio": _ratio(f.get("nolimit_server_cpu_s"), f.get("server_cpu_s"))},
+)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.key: s for s in (FANOUT, FANOUT_IDS, ROOMS, IDLE, MULTIPLEX, HANDSHAKE, CHURN, CURSORS, BIG_ROOM)
+}
 
 
 def params(scenario: Scenario, preset: str) -> dict[str, Any]:

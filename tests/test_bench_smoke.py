@@ -25,6 +25,8 @@ FLOWED = {
     "multiplex": "memberships",
     "handshake": "handshakes_per_s",
     "churn": "cycles_per_s",
+    "cursors": "deliveries_per_s",
+    "big-room": "members",
 }
 
 
@@ -54,9 +56,21 @@ def test_every_scenario_runs_against_tornado_ws(tmp_path):
     assert mux["memberships"] == mux_params["connections"] * mux_params["sessions"]
     assert mux["single_connections"] == mux_params["single_connections"]
     assert mux["bulk_connections"] == mux_params["connections"] - 1 and mux["solo_join_ms"] > 0
+    # Cursors went to the other members only (with latest-wins, some may have been replaced).
+    cursors = by_key["cursors"]
+    assert cursors["members"] == params(SCENARIOS["cursors"], "smoke")["members"]
+    assert 0 < cursors["delivered_pct"] <= 100 and cursors["p99_ms"] is not None
+    # The big room ran twice: over the roster limit (10) by one member, its join went into one
+    # summary to all 11; without the limit, every join was a user_joined to everyone before.
+    room = by_key["big-room"]
+    assert room["members"] == room["nolimit_members"] == 11
+    assert room["user_joined_frames"] == 10 * 9 // 2 and room["summary_frames"] == 11
+    assert room["nolimit_user_joined_frames"] == 11 * 10 // 2 and room["nolimit_summary_frames"] == 0
+    assert room["drained"] is room["nolimit_drained"] is True
     text = doc.read_text()
     assert "### Fan-out" in text and "### Targets (issue #7)" in text
     assert "### Fan-out with ids" in text and "### One socket, many sessions (`/ws`)" in text
+    assert "### Big room" in text and "### Targets (issue #17)" in text
 
 
 def test_a_peer_runs_on_the_same_driver():
@@ -69,6 +83,25 @@ def test_a_peer_runs_on_the_same_driver():
     assert result.figures["acks_missing"] is None
     row = _cells(table(SCENARIOS["fanout-ids"], [result]))
     assert row[_column(SCENARIOS["fanout-ids"], "acks_missing")] == "no acks"
+
+
+def test_a_peer_relays_cursors_to_the_others_only():
+    # Every signal to every other member, none back to its sender (that would make it over 100 %).
+    result = run_one(SCENARIOS["cursors"], PEERS["naive-tornado"], "smoke", pin=False)
+    assert result.ok, result.failure
+    assert result.errors == 0, result.error_samples
+    assert result.figures["delivered_pct"] == 100 and result.figures["deliveries_per_s"] > 0
+
+
+def test_a_peer_without_presence_is_reported_not_faked():
+    # What run_one gives for a peer without presence: the first run only (connects into one room).
+    result = Result("big-room", "websockets", figures={"members": 11, "join_s": 0.1, "server_cpu_s": 0.05})
+    scenario = SCENARIOS["big-room"]
+    row = _cells(table(scenario, [result]))
+    assert row[_column(scenario, "members")] == "11"
+    for column in scenario.columns:
+        if column.needs == "presence":
+            assert row[_column(scenario, column.key)] == "no presence", column
 
 
 def test_a_peer_without_multiplexing_is_reported_not_faked():

@@ -150,11 +150,12 @@ async function fanout(ctx, p) {
   const rig = fanoutRig(ctx, p);
   if (!(await rig.setup())) return { receivers: 0 };
   const out = { receivers: rig.live };
+  // Counting, not waiting for quiet (as fanoutIds): the next phase starts the moment the last frame is in.
+  const drain = () => ctx.until(() => rig.drained(false), 'delivery of every message', 10000);
   // 1. Saturation, closed loop.
-  Object.assign(out, await rig.saturate(false, 'saturate', () => ctx.quiesce(() => rig.msgs)));
+  Object.assign(out, await rig.saturate(false, 'saturate', drain));
   // 2. Latency at fixed offered rates, open loop: the same rate for everyone,
   //    then half of this server's own maximum.
-  const drain = () => ctx.quiesce(() => rig.msgs, 300, 10000);
   Object.assign(out, await rig.latency(false, 'fixed', p.fixed_rate, drain));
   Object.assign(out, await rig.latency(false, 'half', (0.5 * out.deliveries_per_s) / rig.live, drain));
   out.lost = rig.lost;

@@ -2,11 +2,13 @@
 // The scenarios, by the key the Python side gives them (bench/scenarios.py).
 // Each takes (ctx, params) and returns a flat object of figures; the Python
 // side names and formats them. Times are in ms, rates per second, CPU in µs or
-// % of one core. The fan-out ones are in fanout.js, /ws's in multiplex.js.
+// % of one core. The fan-out ones are in fanout.js, /ws's in multiplex.js, issue #17's (cursors,
+// big room) in presence.js.
 const { Histogram, rssKiB } = require('./stats');
 const { BT, SENDER, isMessage, load, messageFrame, now, numberAfter, sleep } = require('./harness');
 const { fanout, fanoutIds } = require('./fanout');
 const { multiplex } = require('./multiplex');
+const { bigRoom, cursors } = require('./presence');
 
 /** R rooms × M members, everyone publishes; each member keeps one publish in flight. */
 async function rooms(ctx, p) {
@@ -179,4 +181,4 @@ async function churn(ctx, p) {
   };
 }
 
-module.exports = { fanout, 'fanout-ids': fanoutIds, multiplex, rooms, idle, handshake, churn };
+module.exports = { fanout, 'fanout-ids': fanoutIds, multiplex, rooms, idle, handshake, churn, cursors, 'big-room': bigRoom };

@@ -31,6 +31,8 @@ class Launch:
     node: int  # 0-based index among the peer's nodes
     redis_urls: tuple[str, ...]
     jwt_secret: str
+    #: Flags of the scenario's run (tornado-ws's; the peers have none and take none).
+    extra: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Peer:
 
 
 #: Protocol features a scenario may need, and what a table says for a peer without one.
-FEATURES = {"multiplex": "no multiplexing", "acks": "no acks"}
+FEATURES = {"multiplex": "no multiplexing", "acks": "no acks", "presence": "no presence"}
 
 
 @functools.cache
@@ -75,7 +77,9 @@ def _tornado_ws_argv(module: str, extra: Callable[[Launch], list[str]] = lambda 
             args += ["--max-connections", "50000"]  # the idle scenario holds 10,000
         if "--max-sessions-per-org" in flags:
             args += ["--max-sessions-per-org", "100000"]  # the multiplex scenario opens 2,200 (one org)
-        return args + extra(launch)
+        if "--max-connections-per-org" in flags:
+            args += ["--max-connections-per-org", "50000"]  # the big room is 10,000 of one org
+        return args + extra(launch) + list(launch.extra)
 
     return argv
 
@@ -85,7 +89,11 @@ def tornado_ws_features() -> frozenset[str]:
     flags = tornado_ws_flags()
     return frozenset(
         feature
-        for feature, flag in (("multiplex", "--max-sessions-per-connection"), ("acks", "--idempotency-window"))
+        for feature, flag in (
+            ("multiplex", "--max-sessions-per-connection"),
+            ("acks", "--idempotency-window"),
+            ("presence", "--presence-roster-limit"),  # issue #17: signals, states, big rooms
+        )
         if flag in flags
     )
 

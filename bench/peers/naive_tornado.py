@@ -3,7 +3,9 @@ and ``write_message`` per client (a frame built and a Future made for each).
 
 Same minimal protocol as tornado-ws for the benchmark: the room is the path,
 a welcome frame on connect, every text frame relayed to the room, sender
-included. No token verification (tornado-ws verifies its JWTs).
+included, but a ``signal`` frame (issue #17's cursors) to the others only, as
+tornado-ws does; relayed as it comes, with no latest-wins. No token
+verification (tornado-ws verifies its JWTs).
 
     python -m bench.peers.naive_tornado --port 8001
 """
@@ -20,6 +22,7 @@ import tornado.websocket
 
 log = logging.getLogger("naive")
 WELCOME = '{"type":"welcome"}'
+SIGNAL = '{"type":"signal"'
 
 
 class RoomHandler(tornado.websocket.WebSocketHandler):
@@ -32,7 +35,10 @@ class RoomHandler(tornado.websocket.WebSocketHandler):
 
     def on_message(self, message: str | bytes) -> None:
         # The chat demo's send_updates(): one write_message per waiter.
+        skip = self if isinstance(message, str) and message.startswith(SIGNAL) else None
         for waiter in self.rooms.get(self.room, ()):
+            if waiter is skip:
+                continue
             try:
                 waiter.write_message(message)
             except tornado.websocket.WebSocketClosedError:

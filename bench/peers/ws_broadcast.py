@@ -2,7 +2,9 @@
 
 Same minimal protocol as tornado-ws for the benchmark: the room is the path,
 a welcome frame on connect, every text frame relayed to the room, sender
-included. No token verification; compression off, as in tornado-ws.
+included, but a ``signal`` frame (issue #17's cursors) to the others only, as
+tornado-ws does; relayed as it comes, with no latest-wins. No token
+verification; compression off, as in tornado-ws.
 
     python -m bench.peers.ws_broadcast --port 8002
 """
@@ -15,6 +17,7 @@ import asyncio
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 WELCOME = '{"type":"welcome"}'
+SIGNAL = '{"type":"signal"'
 rooms: dict[str, set[ServerConnection]] = {}
 
 
@@ -26,7 +29,10 @@ async def handler(ws: ServerConnection) -> None:
     try:
         await ws.send(WELCOME)
         async for message in ws:
-            broadcast(members, message)
+            if isinstance(message, str) and message.startswith(SIGNAL):
+                broadcast([m for m in members if m is not ws], message)
+            else:
+                broadcast(members, message)
     finally:
         members.discard(ws)
         if not members:
