@@ -147,7 +147,7 @@ class RedisBroker(OrderedDelivery, Broker):
         self._waiting: dict[SessionKey, list[tuple[Membership, int]]] = {}
         #: Big sessions' truncated rosters (expiry, participants): a join into a session over
         #: --presence-roster-limit reads about that many entries from Redis once a second, not each time.
-        self._rosters: dict[SessionKey, tuple[float, list[dict[str, Any]]]] = {}
+        self._rosters: dict[SessionKey, tuple[float, list[dict[str, Any]], int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
@@ -242,8 +242,11 @@ class RedisBroker(OrderedDelivery, Broker):
                 redis_scripts.user_connections(key.org_id, member.user_id),
                 redis_scripts.ban(key, member.user_id),
                 keys.users,
+                keys.channel,
+                keys.presence_version,
             ]
         )
+        cached = self._cached_roster(key)  # taken now: it may expire while the script runs
         script_args = _encoded(
             [
                 new_epoch(),
@@ -259,7 +262,10 @@ class RedisBroker(OrderedDelivery, Broker):
                 registry.max_connections_per_user if member.counts_connection else -1,
                 registry.max_sessions_per_org,
                 registry.roster_limit,
-                "0" if self._cached_roster(key) is not None else "1",
+                "0" if cached is not None else "1",
+                *messages.presence_frame_parts(
+                    "user_joined", session_id=key.session_id, user_id=member.user_id, name=member.name
+                ),
             ]
         )
         self._active.add(member)
@@ -275,7 +281,7 @@ class RedisBroker(OrderedDelivery, Broker):
             self._active.discard(member)
             self._detach(member)
             raise _REFUSALS[result[0]]()
-        first, entries, snap, count = result
+        _first, entries, snap, count, version = result  # the script announced a first join
         if member not in self._active:  # it left while we waited on Redis
             await self._presence_leave(member)
             return Recovery(False)
@@ -289,9 +295,10 @@ class RedisBroker(OrderedDelivery, Broker):
             participants, _ = redis_presence.roster(entries)
         elif entries:
             participants, _ = redis_presence.roster(entries, limit)
-            self._rosters[key] = (self._clock() + ROSTER_CACHE_SECONDS, participants)
+            self._rosters[key] = (self._clock() + ROSTER_CACHE_SECONDS, participants, version)
         else:
-            participants = self._cached_roster(key) or []
+            # A welcome from the cached roster shows the presence changes up to the cache's version.
+            participants, version = cached or ([], 0)
         member.peer.send(
             messages.welcome_frame(
                 session_id=key.session_id,
@@ -308,6 +315,7 @@ class RedisBroker(OrderedDelivery, Broker):
         replay = [OutFrame(raw.decode()) for raw in frames]
         for frame in replay:
             member.peer.send(frame)
+        member.presence_version = version
         if seen >= last_seq:
             self.registry.release(member, last_seq)
         else:
@@ -315,8 +323,6 @@ class RedisBroker(OrderedDelivery, Broker):
             # the members already here. Never skip them (they would lose them); hold the newcomer
             # until they pass, so it gets each seq after its snapshot once.
             self._waiting.setdefault(key, []).append((member, last_seq))
-        if first:
-            await self._announce("user_joined", key, member.user_id, member.name, count, member)
         return Recovery(recovered, replay)
 
     async def connect(self, org_id: str, user_id: str, connection_id: str) -> None:
@@ -347,13 +353,14 @@ class RedisBroker(OrderedDelivery, Broker):
         user = redis_scripts.user_connections(org_id, user_id)
         await self._do(lambda: self.redis.hdel(user, connection_id))
 
-    def _cached_roster(self, key: SessionKey) -> list[dict[str, Any]] | None:
-        """A big session's truncated roster, as this node last read it (for a second at most)."""
+    def _cached_roster(self, key: SessionKey) -> tuple[list[dict[str, Any]], int] | None:
+        """A big session's truncated roster as this node last read it (for a second at most),
+        and the presence version it showed."""
         cached = self._rosters.get(key)
         if cached is None or cached[0] < self._clock():
             self._rosters.pop(key, None)
             return None
-        return cached[1]
+        return cached[1], cached[2]
 
     async def leave(self, member: Membership) -> None:
         if member not in self._active:
@@ -413,7 +420,9 @@ class RedisBroker(OrderedDelivery, Broker):
             session_id=member.key.session_id, user_id=member.user_id, state_json=state_json
         )
         await self._call(
-            "STATE", [keys.presence, keys.channel], _encoded([member.connection_id, before, after, frame.text])
+            "STATE",
+            [keys.presence, keys.channel, keys.presence_version],
+            _encoded([member.connection_id, before, after, frame.text, self.ttl]),
         )
 
     async def signal(self, member: Membership, frame: OutFrame, key: str | None) -> None:
@@ -450,19 +459,19 @@ class RedisBroker(OrderedDelivery, Broker):
         state_before, state_after = _state_frame_parts(member.key, member.user_id)
         await self._call(
             "LEAVE",
-            [keys.presence, keys.channel, user, keys.users],
-            _encoded([member.connection_id, member.user_id, before, after, release, state_before, state_after]),
+            [keys.presence, keys.channel, user, keys.users, keys.presence_version],
+            _encoded(
+                [member.connection_id, member.user_id, before, after, release, state_before, state_after, self.ttl]
+            ),
         )
 
-    async def _announce(
-        self, kind: str, key: SessionKey, user_id: str, name: str | None, count: int, exclude: Membership | None
-    ) -> None:
-        frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
-        conn = exclude.connection_id if exclude else "-"
+    async def _announce_reaped(self, key: SessionKey, user_id: str, name: str | None, count: int, version: int) -> None:
+        """``user_left`` for a user whose connections were all on a dead node (the REAP script's)."""
+        frame = messages.presence_frame("user_left", session_id=key.session_id, user_id=user_id, name=name, count=count)
         try:
-            await self._do(lambda: self.redis.publish(SessionKeys.of(key).channel, f"p{conn} {frame.text}"))
+            await self._do(lambda: self.redis.publish(SessionKeys.of(key).channel, f"p{version} - {frame.text}"))
         except BrokerUnavailable:
-            log.warning("could not announce %s session=%s user=%s", kind, key.session_id, user_id)
+            log.warning("could not announce user_left session=%s user=%s", key.session_id, user_id)
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -615,12 +624,14 @@ class RedisBroker(OrderedDelivery, Broker):
             org_id, session_id = json.loads(raw)
             key = SessionKey(org_id, session_id)
             keys = SessionKeys.of(key)
-            count, gone = await self._call(
-                "REAP", [keys.presence, keys.users], [node, redis_scripts.user_prefix(org_id)]
+            count, version, gone = await self._call(
+                "REAP",
+                [keys.presence, keys.users, keys.presence_version],
+                [node, redis_scripts.user_prefix(org_id), self.ttl],
             )
             for entry_raw in gone:
                 entry = redis_presence.entry(entry_raw)
                 if entry is not None:
-                    await self._announce("user_left", key, entry["u"], entry.get("m"), count, None)
+                    await self._announce_reaped(key, entry["u"], entry.get("m"), count, version)
         await self.redis.delete(redis_scripts.node_sessions(node))
         await self.redis.srem(redis_scripts.NODES, node)

@@ -55,14 +55,21 @@ class OrderedDelivery:
             epoch, seq_text, frame = body.split(b" ", 2)
             self._deliver(key, epoch.decode(), int(seq_text), OutFrame(frame.decode()))
         elif kind == b"p":
-            exclude, frame = body.split(b" ", 1)
+            version, exclude, frame = body.split(b" ", 2)
             event = json.loads(frame)
             self.registry.announce(
-                key, event["type"], event["user_id"], event.get("name"), event["participant_count"], exclude.decode()
+                key,
+                event["type"],
+                event["user_id"],
+                event.get("name"),
+                event["participant_count"],
+                exclude.decode(),
+                version=int(version),
             )
         elif kind == b"s":
-            text = body.decode()
-            self.registry.queue_state(key, json.loads(text)["user_id"], OutFrame(text))
+            version, frame = body.split(b" ", 1)
+            text = frame.decode()
+            self.registry.queue_state(key, json.loads(text)["user_id"], OutFrame(text), version=int(version))
         elif kind == b"g":
             header, frame = body.split(b"\n", 1)
             sender, slot_key = json.loads(header)
@@ -102,10 +109,10 @@ class OrderedDelivery:
         waiting = self._waiting.get(key)
         if waiting is None:
             return
-        ready = [(member, after) for member, after in waiting if after <= seq]
+        ready = [entry for entry in waiting if entry[1] <= seq]
         if not ready:
             return
-        waiting[:] = [(member, after) for member, after in waiting if after > seq]
+        waiting[:] = [entry for entry in waiting if entry[1] > seq]
         if not waiting:
             del self._waiting[key]
         for member, after in ready:

@@ -27,11 +27,13 @@ class SessionKeys:
     channel: str
     #: Hash: user id -> its connections in the session (who is first, how many, in O(1)).
     users: str
+    #: Counter: the session's presence version, one per presence change (helpers.lua).
+    presence_version: str
 
     @classmethod
     def of(cls, key: SessionKey) -> SessionKeys:
         base = f"tws:{len(key.org_id)}:{key.org_id}:{key.session_id}"
-        return cls(f"{base}:e", f"{base}:q", f"{base}:h", f"{base}:p", f"{base}:c", f"{base}:u")
+        return cls(f"{base}:e", f"{base}:q", f"{base}:h", f"{base}:p", f"{base}:c", f"{base}:u", f"{base}:v")
 
 
 NODES = "tws:nodes"
@@ -86,6 +88,6 @@ SNAPSHOT = _lua("ensure_epoch", "snapshot_function", "snapshot")
 JOIN = _lua("helpers", "ensure_epoch", "snapshot_function", "join")
 LEAVE = _lua("helpers", "leave")
 ADMIT = _lua("helpers", "admit")
-STATE = _lua("state")
+STATE = _lua("helpers", "state")
 REAP = _lua("helpers", "reap")
 KEEP = _lua("helpers", "keep")

@@ -97,30 +97,31 @@ def _participant(user_id: str, user: _User) -> dict[str, Any]:
 
 
 class StateBatch:
-    """The latest ``presence_state`` frame per (session, user), waiting for the next flush."""
+    """The latest ``presence_state`` frame per (session, user), with its presence version (Redis),
+    waiting for the next flush."""
 
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._pending: dict[SessionKey, dict[str, OutFrame]] = {}
+        self._pending: dict[SessionKey, dict[str, tuple[OutFrame, int | None]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._pending)
 
-    def add(self, key: SessionKey, user_id: str, frame: OutFrame) -> None:
+    def add(self, key: SessionKey, user_id: str, frame: OutFrame, version: int | None = None) -> None:
         users = self._pending.setdefault(key, {})
         users.pop(user_id, None)  # the newest goes last: the order of the latest changes
-        users[user_id] = frame
+        users[user_id] = (frame, version)
 
     def discard(self, key: SessionKey, user_id: str) -> None:
         users = self._pending.get(key)
         if users is not None:
             users.pop(user_id, None)
 
-    def take(self, key: SessionKey) -> list[OutFrame]:
+    def take(self, key: SessionKey) -> list[tuple[OutFrame, int | None]]:
         return list(self._pending.pop(key, {}).values())
 
-    def take_all(self) -> list[tuple[SessionKey, list[OutFrame]]]:
+    def take_all(self) -> list[tuple[SessionKey, list[tuple[OutFrame, int | None]]]]:
         pending, self._pending = self._pending, {}
         return [(key, list(users.values())) for key, users in pending.items()]
 
@@ -183,15 +184,32 @@ class PresenceFanout:
     _states_scheduled: bool
     _states_sent: float
 
-    def deliver(self, key: SessionKey, frame: OutFrame, *, seq: int | None = None, exclude: str | None = None) -> None:
+    def deliver(
+        self,
+        key: SessionKey,
+        frame: OutFrame,
+        *,
+        seq: int | None = None,
+        exclude: str | None = None,
+        version: int | None = None,
+    ) -> None:
         raise NotImplementedError  # pragma: no cover - the Registry's
 
     def announce(
-        self, key: SessionKey, kind: str, user_id: str, name: str | None, count: int, exclude: str | None
+        self,
+        key: SessionKey,
+        kind: str,
+        user_id: str,
+        name: str | None,
+        count: int,
+        exclude: str | None,
+        *,
+        version: int | None = None,
     ) -> None:
         """Tell this node's members of ``key`` that ``user_id`` joined or left (``count``
         participants now), excluding connection ``exclude``: a ``user_joined``/``user_left``
-        frame, or in a session over the roster limit an entry of its next ``presence_summary``."""
+        frame, or in a session over the roster limit an entry of its next ``presence_summary``.
+        ``version`` orders it among the session's presence changes (Redis; see ``release``)."""
         session = self.sessions.get(key)
         if session is None:
             return
@@ -207,7 +225,7 @@ class PresenceFanout:
         members = session.members
         if len(members) > 1 or exclude not in members:  # nobody to tell in a room of one
             frame = messages.presence_frame(kind, session_id=key.session_id, user_id=user_id, name=name, count=count)
-            self.deliver(key, frame, exclude=exclude)
+            self.deliver(key, frame, exclude=exclude, version=version)
 
     def _schedule_summary(self, session: Session) -> None:
         summary = session.summary
@@ -246,11 +264,11 @@ class PresenceFanout:
         )
         self.queue_state(session.key, user_id, frame)
 
-    def queue_state(self, key: SessionKey, user_id: str, frame: OutFrame) -> None:
+    def queue_state(self, key: SessionKey, user_id: str, frame: OutFrame, *, version: int | None = None) -> None:
         """Send ``frame`` (a ``presence_state``) to this node's members of ``key`` at the next
         flush, unless a newer one of the same user replaces it first. Flushes are at most one
         per 50 ms, so a burst of updates reaches each member as a few frames."""
-        self._states.add(key, user_id, frame)
+        self._states.add(key, user_id, frame, version)
         if self._states_scheduled:
             return
         if self.schedule is None:
@@ -264,8 +282,8 @@ class PresenceFanout:
         self._states_scheduled = False
         self._states_sent = self._clock()
         for key, frames in self._states.take_all():
-            for frame in frames:
-                self.deliver(key, frame)
+            for frame, version in frames:
+                self.deliver(key, frame, version=version)
 
     def signal(self, key: SessionKey, frame: OutFrame, *, sender: str, slot_key: str | None) -> int:
         """Hand a ``signal`` to this node's members of ``key`` but connection ``sender``; a newer
@@ -283,5 +301,5 @@ class PresenceFanout:
 
     def _flush_states_of(self, key: SessionKey) -> None:
         if self._states:
-            for frame in self._states.take(key):
-                self.deliver(key, frame)
+            for frame, version in self._states.take(key):
+                self.deliver(key, frame, version=version)

@@ -332,11 +332,15 @@ class Registry(PresenceFanout):
         return new
 
     def release(self, member: Membership, after_seq: int) -> None:
-        """Start live delivery: send the held frames newer than ``after_seq`` (the snapshot it got)."""
+        """Start live delivery: send the held frames newer than the snapshot it got (messages
+        after ``after_seq``, presence changes after ``member.presence_version``)."""
         held, member.pending = member.pending or [], None
-        for seq, frame in held:
-            if seq is None or seq > after_seq:
-                member.peer.send(frame)
+        for seq, version, frame in held:
+            if seq is not None and seq <= after_seq:
+                continue
+            if version is not None and version <= member.presence_version:
+                continue
+            member.peer.send(frame)
 
     def detach(self, member: Membership) -> bool:
         """Remove ``member`` locally without announcing anything; True if the session is now empty here."""
@@ -350,8 +354,18 @@ class Registry(PresenceFanout):
         self._retire(session)
         return True
 
-    def deliver(self, key: SessionKey, frame: OutFrame, *, seq: int | None = None, exclude: str | None = None) -> None:
-        """Fan a frame sequenced elsewhere out to this node's members of ``key``."""
+    def deliver(
+        self,
+        key: SessionKey,
+        frame: OutFrame,
+        *,
+        seq: int | None = None,
+        exclude: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        """Fan a frame out to this node's members of ``key``: a message sequenced elsewhere
+        (``seq``), or a presence change with its ``version`` (what a joining member's welcome may
+        show already)."""
         session = self.sessions.get(key)
         if session is None:
             return
@@ -360,8 +374,10 @@ class Registry(PresenceFanout):
         for member in list(session.members.values()):
             if member.connection_id == exclude:
                 continue
+            if version is not None and version <= member.presence_version:
+                continue  # its welcome showed this change already
             if member.pending is not None:
-                member.pending.append((seq, frame))
+                member.pending.append((seq, version, frame))
             else:
                 member.peer.send(frame)
 

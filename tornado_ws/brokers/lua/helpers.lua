@@ -38,3 +38,10 @@ local function user_room(user_key, node_id, max)
   end
   return open < max
 end
+-- The session's next presence version: every presence change (join, leave, state, reap) takes
+-- one, so a node can tell which announcements a welcome already shows.
+local function presence_version(key, ttl)
+  local version = redis.call('INCR', key)
+  redis.call('EXPIRE', key, ttl)
+  return version
+end

@@ -1,13 +1,17 @@
--- KEYS epoch, seq, history, presence, node_sessions, org_sessions, user_connections, ban, users.
+-- KEYS epoch, seq, history, presence, node_sessions, org_sessions, user_connections, ban, users,
+-- channel, presence_version.
 -- ARGV new_epoch, since, ttl, client_epoch (as SNAPSHOT), connection_id, entry_json, user_id,
 -- session_json, node_id, session_id, max_connections_per_user (-1: the connection is counted
 -- already, by ADMIT), max_sessions_per_org, roster_limit, want_entries ('1': return about
--- roster_limit entries even in a session over it; '0': the node has them cached).
+-- roster_limit entries even in a session over it; '0': the node has them cached), user_joined
+-- frame before / after its count.
 -- Admission and join in one round trip: the ban, the user's connections on live nodes, the
 -- org's live sessions; then the presence entry, the stream snapshot and the node's session index.
 -- Returns {refusal} ('banned', 'user' or 'sessions': nothing was changed), else
--- {first_of_user, entries, snapshot, participant_count}: every entry while the session has at
--- most roster_limit users, about roster_limit of them (or none) beyond.
+-- {first_of_user, entries, snapshot, participant_count, presence_version}: every entry while the
+-- session has at most roster_limit users, about roster_limit of them (or none) beyond. The
+-- user_joined of a first connection is published here, in the order of the scripts, with its
+-- presence version: a node drops what it held for the newcomer up to the version its welcome shows.
 if redis.call('EXISTS', KEYS[8]) == 1 then
   return {'banned'}
 end
@@ -49,4 +53,8 @@ elseif ARGV[14] == '1' then
   until cursor == '0' or #entries >= limit
 end
 redis.call('SADD', KEYS[5], ARGV[8])
-return {first, entries, snapshot(ensure_epoch()), count}
+local version = presence_version(KEYS[11], tonumber(ARGV[3]))
+if first == 1 then
+  redis.call('PUBLISH', KEYS[10], 'p' .. version .. ' ' .. ARGV[5] .. ' ' .. ARGV[15] .. count .. ARGV[16])
+end
+return {first, entries, snapshot(ensure_epoch()), count, version}

@@ -1,6 +1,6 @@
--- KEYS presence, channel, user_connections, users. ARGV connection_id, user_id, user_left frame before /
+-- KEYS presence, channel, user_connections, users, presence_version. ARGV connection_id, user_id, user_left frame before /
 -- after its count, release ('1': the connection leaves the user's count too; '0': a /ws
--- membership, whose connection stays), presence_state frame before / after its state.
+-- membership, whose connection stays), presence_state frame before / after its state, ttl.
 -- Removes the entry and, in the same step: when it was the user's last, publishes ``user_left``
 -- with the number of users left; when the user stays but this entry held its newest state,
 -- publishes ``presence_state`` with the state of the user's newest remaining entry (or null).
@@ -16,11 +16,12 @@ if gone_entry == nil then
   return 1  -- not an entry we wrote: nobody to announce
 end
 local user_left = redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0
+local version = presence_version(KEYS[5], tonumber(ARGV[8]))
 if user_left then
   redis.call('HDEL', KEYS[4], ARGV[2])
 end
 if user_left then
-  redis.call('PUBLISH', KEYS[2], 'p- ' .. ARGV[3] .. redis.call('HLEN', KEYS[4]) .. ARGV[4])
+  redis.call('PUBLISH', KEYS[2], 'p' .. version .. ' - ' .. ARGV[3] .. redis.call('HLEN', KEYS[4]) .. ARGV[4])
 elseif type(gone_entry['s']) == 'string' then
   -- Did this entry hold the user's newest state? Then the newest of the others is its state now.
   local gone_t, best, best_t = tonumber(gone_entry['t']) or 0, nil, -1
@@ -32,7 +33,7 @@ elseif type(gone_entry['s']) == 'string' then
     end
   end
   if gone_t >= best_t then
-    redis.call('PUBLISH', KEYS[2], 's' .. ARGV[6] .. (best or 'null') .. ARGV[7])
+    redis.call('PUBLISH', KEYS[2], 's' .. version .. ' ' .. ARGV[6] .. (best or 'null') .. ARGV[7])
   end
 end
 return 1

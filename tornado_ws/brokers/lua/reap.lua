@@ -1,7 +1,8 @@
--- KEYS presence, users. ARGV dead_node, user_prefix (redis_scripts.user_prefix of the session's org).
+-- KEYS presence, users, presence_version. ARGV dead_node, user_prefix (redis_scripts.user_prefix of
+-- the session's org), ttl.
 -- Removes the dead node's entries (and their user_connections fields, and their count in the
 -- session's users hash) and any entry that does not decode; returns {participant_count,
--- gone_user_entries...} where a gone user had connections only on the dead node. Atomic, so when
+-- presence_version, gone_user_entries...} where a gone user had connections only on the dead node. Atomic, so when
 -- several nodes reap the same dead node, only one of them announces each departure.
 local all = redis.call('HGETALL', KEYS[1])
 local gone = {}
@@ -18,4 +19,4 @@ for i = 1, #all, 2 do
     end
   end
 end
-return {redis.call('HLEN', KEYS[2]), gone}
+return {redis.call('HLEN', KEYS[2]), presence_version(KEYS[3], tonumber(ARGV[3])), gone}
