@@ -592,6 +592,7 @@ class RedisBroker(OrderedDelivery, Broker):
             # A session with members never loses its epoch/counter, however quiet it is.
             pipe.expire(keys.epoch, self.ttl)
             pipe.expire(keys.seq, self.ttl)
+            pipe.expire(keys.presence_version, self.ttl)  # a restarted version would hide changes
         await pipe.execute()
         if live:  # ... nor its place in --max-sessions-per-org (not in the pipeline: redis-py's
             # pipelines hold a connection forever when loading a script fails)

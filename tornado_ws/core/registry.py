@@ -338,7 +338,7 @@ class Registry(PresenceFanout):
         for seq, version, frame in held:
             if seq is not None and seq <= after_seq:
                 continue
-            if version is not None and version <= member.presence_version:
+            if version is not None and not _newer_presence(member, version):
                 continue
             member.peer.send(frame)
 
@@ -374,7 +374,7 @@ class Registry(PresenceFanout):
         for member in list(session.members.values()):
             if member.connection_id == exclude:
                 continue
-            if version is not None and version <= member.presence_version:
+            if version is not None and member.presence_version and not _newer_presence(member, version):
                 continue  # its welcome showed this change already
             if member.pending is not None:
                 member.pending.append((seq, version, frame))
@@ -424,6 +424,16 @@ class Registry(PresenceFanout):
         self._states = StateBatch()
         self._states_scheduled = False
         self._connections = 0
+
+
+def _newer_presence(member: Membership, version: int) -> bool:
+    """Whether a presence change of ``version`` is news to ``member``. Changes reach a node in the
+    order of their versions, so once one newer than its welcome's arrives, every older one has:
+    the check is off from then on (and a counter that restarted cannot hide later changes)."""
+    if version <= member.presence_version:
+        return False
+    member.presence_version = 0
+    return True
 
 
 def _add_to(counts: dict[Any, int], key: Any, delta: int) -> None:

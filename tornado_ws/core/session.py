@@ -49,7 +49,7 @@ class Membership:
     #: switch from history to live delivery has no gap and no duplicate.
     pending: list[tuple[int | None, int | None, OutFrame]] | None = dataclasses.field(default=None, repr=False)
     #: The session's presence version its welcome showed (Redis): presence changes up to it,
-    #: held or still on their way over pub/sub, are not sent to it again.
+    #: held or still on their way over pub/sub, are not sent to it again. 0 once a newer one came.
     presence_version: int = 0
     #: True when this membership is its socket's only one (``/ws/<id>``): joining counts the
     #: connection against the caps and leaving releases it. A ``/ws`` socket, in many sessions,
