@@ -21,3 +21,9 @@ def test_broadcast_histogram_buckets_are_cumulative_and_inclusive() -> None:
     assert "tornado_ws_broadcast_seconds_count 5.0" in text
     (total,) = re.findall(r"tornado_ws_broadcast_seconds_sum ([0-9.e-]+)", text)
     assert abs(float(total) - 1.30035) < 1e-9
+
+
+def test_dropped_signals_are_exported_under_their_documented_name() -> None:
+    metrics = Metrics(Registry())
+    metrics.signals_dropped = 3
+    assert "tornado_ws_signals_dropped_total 3.0" in metrics.render().decode()
