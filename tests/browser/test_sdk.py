@@ -38,8 +38,12 @@ def proxy(port: int, io_loop: IOLoop) -> Iterator[FaultProxy]:
     io_loop.run_sync(fp.stop)
 
 
-#: What Chromium logs while the proxy refuses or cuts: the SDK's retries, not problems.
-NETWORK_DOWN = r"WebSocket connection to .* failed|net::ERR_CONNECTION_RESET|net::ERR_EMPTY_RESPONSE"
+#: What Chromium logs while the proxy refuses or cuts (resets, refused or unconnected sockets):
+#: the SDK's retries, not problems.
+NETWORK_DOWN = (
+    r"WebSocket connection to .* failed"
+    r"|net::ERR_(CONNECTION_RESET|EMPTY_RESPONSE|SOCKET_NOT_CONNECTED|CONNECTION_REFUSED|CONNECTION_CLOSED)"
+)
 
 
 def sockets_of(app_state: AppState, user_id: str) -> int:
