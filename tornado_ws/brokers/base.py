@@ -102,19 +102,19 @@ class Broker(abc.ABC):
         :meth:`set_state`"."""
         return False
 
+    @abc.abstractmethod
     async def set_state(self, member: Membership, state: Any, state_json: str) -> None:
         """Set ``member``'s presence state (a JSON object, and its text): every member of the
         session, on every node, gets ``presence_state`` with its user's state (coalesced)."""
-        raise NotImplementedError  # pragma: no cover - each broker has one or the other
 
     def signal_now(self, member: Membership, frame: OutFrame, key: str | None) -> bool:
         """Relay a ``signal`` synchronously when this broker can; False means "use :meth:`signal`"."""
         return False
 
+    @abc.abstractmethod
     async def signal(self, member: Membership, frame: OutFrame, key: str | None) -> None:
         """Relay a ``signal`` to every other connection of ``member``'s session, on every node:
         never stored, never sequenced, at most once."""
-        raise NotImplementedError  # pragma: no cover
 
     def join_now(self, member: Membership, *, epoch: str | None = None, since: int | None = None) -> Recovery | None:
         """:meth:`join` synchronously when this broker can (no I/O); None means "use :meth:`join`"."""

@@ -41,6 +41,12 @@ class MemoryBroker(Broker):
     async def disconnect(self, org_id: str, user_id: str, connection_id: str) -> None:
         self.registry.count_connection(org_id, user_id, -1)
 
+    async def set_state(self, member: Membership, state: Any, state_json: str) -> None:
+        self.set_state_now(member, state, state_json)
+
+    async def signal(self, member: Membership, frame: OutFrame, key: str | None) -> None:
+        self.signal_now(member, frame, key)
+
     def set_state_now(self, member: Membership, state: Any, state_json: str) -> bool:
         self.registry.set_state(member, state, state_json)
         return True

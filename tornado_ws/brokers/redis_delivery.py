@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from tornado_ws.brokers.base import BrokerUnavailable
@@ -37,14 +37,10 @@ class OrderedDelivery:
     _resyncing: set[SessionKey]
     _waiting: dict[SessionKey, list[tuple[Membership, int]]]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        raise NotImplementedError  # pragma: no cover - the broker's
-
-    async def _call(self, script: str, keys: list[Any], args: list[Any]) -> Any:
-        raise NotImplementedError  # pragma: no cover
-
-    async def leave(self, member: Membership) -> None:
-        raise NotImplementedError  # pragma: no cover
+    # The broker's own methods, which these use:
+    _spawn: Callable[[Coroutine[Any, Any, None]], None]
+    _call: Callable[[str, list[Any], list[Any]], Awaitable[Any]]
+    leave: Callable[[Membership], Coroutine[Any, Any, None]]
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         key = self._channels.get(channel)

@@ -184,16 +184,8 @@ class PresenceFanout:
     _states_scheduled: bool
     _states_sent: float
 
-    def deliver(
-        self,
-        key: SessionKey,
-        frame: OutFrame,
-        *,
-        seq: int | None = None,
-        exclude: str | None = None,
-        version: int | None = None,
-    ) -> None:
-        raise NotImplementedError  # pragma: no cover - the Registry's
+    #: The registry's own fan-out (``Registry.deliver``), which these use.
+    deliver: Callable[..., None]
 
     def announce(
         self,

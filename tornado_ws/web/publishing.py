@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from tornado_ws import hooks
 from tornado_ws.auth import Claims
@@ -43,17 +43,11 @@ class SessionFrames:
     _signal_refused_at: float
     _loop: asyncio.AbstractEventLoop
 
-    def send(self, frame: OutFrame) -> None:
-        raise NotImplementedError  # pragma: no cover - the Connection's
-
-    def _error(self, code: str, message: str, message_id: str | None, session_id: str | None) -> None:
-        raise NotImplementedError  # pragma: no cover
-
-    def _rate_limited(self, message_id: str | None, session_id: str | None) -> None:
-        raise NotImplementedError  # pragma: no cover
-
-    def _member_for(self, session: str | None, message_id: str | None) -> Membership | None:
-        raise NotImplementedError  # pragma: no cover
+    # The connection's own methods, which these use:
+    send: Callable[[OutFrame], None]
+    _error: Callable[[str, str, str | None, str | None], None]
+    _rate_limited: Callable[[str | None, str | None], None]
+    _member_for: Callable[[str | None, str | None], Membership | None]
 
     # -- messages ---------------------------------------------------------------------
 
