@@ -69,12 +69,6 @@ def _safe_url(url: str) -> str:
     return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:[redacted]@", url)
 
 
-def _state_frame_parts(key: SessionKey, user_id: str) -> tuple[str, str]:
-    """A ``presence_state`` frame's text before and after its state (a script splices it in)."""
-    text = messages.presence_state_frame(session_id=key.session_id, user_id=user_id, state_json="null").text
-    return text[: -len("null}")], "}"
-
-
 def _encoded(values: list[str | int]) -> list[bytes | int]:
     """Script keys and args as bytes: text that cannot be encoded fails here, before any state changes."""
     return [value.encode() if isinstance(value, str) else value for value in values]
@@ -281,7 +275,7 @@ class RedisBroker(OrderedDelivery, Broker):
             self._active.discard(member)
             self._detach(member)
             raise _REFUSALS[result[0]]()
-        _first, entries, snap, count, version = result  # the script announced a first join
+        entries, snap, count, version = result  # the script announced a first connection itself
         if member not in self._active:  # it left while we waited on Redis
             await self._presence_leave(member)
             return Recovery(False)
@@ -456,7 +450,9 @@ class RedisBroker(OrderedDelivery, Broker):
         )
         user = redis_scripts.user_connections(member.key.org_id, member.user_id)
         release = "1" if member.counts_connection else "0"
-        state_before, state_after = _state_frame_parts(member.key, member.user_id)
+        state_before, state_after = messages.presence_state_frame_parts(
+            session_id=member.key.session_id, user_id=member.user_id
+        )
         await self._call(
             "LEAVE",
             [keys.presence, keys.channel, user, keys.users, keys.presence_version],

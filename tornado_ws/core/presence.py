@@ -46,10 +46,6 @@ class Roster:
     def __contains__(self, user_id: object) -> bool:
         return user_id in self._users
 
-    def connections(self, user_id: str) -> int:
-        user = self._users.get(user_id)
-        return 0 if user is None else len(user.members)
-
     def add(self, member: Membership) -> bool:
         """Add ``member``; True when it is the user's first membership here."""
         user = self._users.get(member.user_id)

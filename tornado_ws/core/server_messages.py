@@ -130,6 +130,12 @@ def presence_state_frame(*, session_id: str, user_id: str, state_json: str) -> O
     return OutFrame(f'{head[:-1]},"state":{state_json}}}')
 
 
+def presence_state_frame_parts(*, session_id: str, user_id: str) -> tuple[str, str]:
+    """The text of a ``presence_state`` frame before and after its state (a script splices it in)."""
+    text = presence_state_frame(session_id=session_id, user_id=user_id, state_json="null").text
+    return text[: -len("null}")], "}"
+
+
 def presence_summary_frame(*, session_id: str, count: int, joined: list[str], left: list[str]) -> OutFrame:
     """``presence_summary``: a big session's joins and leaves since the last one, newest first."""
     return _dumps(

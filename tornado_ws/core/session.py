@@ -97,11 +97,10 @@ class Session:
     def roster_changed(self) -> None:
         self._roster_json = None
 
-    def broadcast(self, frame: OutFrame, *, exclude: Membership | None = None) -> None:
+    def broadcast(self, frame: OutFrame) -> None:
         # Copy: a peer's send may lead to its removal (slow consumer) mid-loop.
         for member in list(self.members.values()):
-            if member is not exclude:
-                member.peer.send(frame)
+            member.peer.send(frame)
 
     def _add(self, member: Membership) -> bool:
         """Add ``member``; True when it is the user's first connection here."""

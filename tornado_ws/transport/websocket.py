@@ -399,16 +399,14 @@ class WebSocketConnection:
     def _flush_signals(self) -> None:
         """Write waiting signals while the socket keeps up (up to SIGNAL_BATCH_BYTES at a time)."""
         signals = self._signals
-        if not signals or self._out is not None or self._handshake.state != OPEN:
-            return
-        batch, size, budget = [], 0, min(SIGNAL_BATCH_BYTES, self._out_limit // 4)
-        while signals and size < budget:
-            wire = signals.pop(next(iter(signals)))
-            batch.append(wire)
-            size += len(wire)
-        self._send(b"".join(batch), durable=False)
-        if signals and self._out is None:
-            self._flush_signals()  # it all went out: the next batch
+        budget = min(SIGNAL_BATCH_BYTES, self._out_limit // 4)
+        while signals and self._out is None and self._handshake.state == OPEN:
+            batch, size = [], 0
+            while signals and size < budget:
+                wire = signals.pop(next(iter(signals)))
+                batch.append(wire)
+                size += len(wire)
+            self._send(b"".join(batch), durable=False)  # all taken: the next batch, if any
 
     def _send(self, wire: bytes, *, durable: bool = True) -> None:
         """Write ``wire`` or buffer what the socket does not take; a buffer over the limit makes

@@ -29,7 +29,7 @@ from tornado_ws.core.protocol import (
     parse_client_message,
 )
 from tornado_ws.core.ratelimit import TokenBucket
-from tornado_ws.core.registry import Membership, Peer, SessionKey
+from tornado_ws.core.registry import Membership, SessionKey
 from tornado_ws.core.server_messages import PONG, OutFrame, error_frame, refreshed_frame
 from tornado_ws.errors import CloseCode, ErrorCode
 from tornado_ws.transport.websocket import WebSocketConnection
@@ -122,14 +122,11 @@ class Connection(SessionFrames, WebSocketConnection):
             connection_id=self.connection_id,
             user_id=claims.user_id,
             name=claims.name,
-            peer=self._peer_for(session_id),
+            peer=self,
             counts_connection=not self.multiplexed,
         )
         self.memberships[session_id] = member
         return member
-
-    def _peer_for(self, session_id: str) -> Peer:
-        return self
 
     def forget(self, member: Membership) -> None:
         """Drop ``member`` from this connection's table (a refused join, a finished leave)."""

@@ -246,7 +246,7 @@ class MultiplexHandler(SessionHandler):
             self._refuse("", joining.UNAVAILABLE)
             return
         except JoinRefused as exc:
-            self._refuse("", joining.Refusal(exc.code, exc.reason, exc.label))
+            self._refuse("", joining.Refusal.of(exc))
             return
         connection.connected(claims)
         if self.state.draining:  # shutdown began while the broker counted it: close_all missed us

@@ -29,6 +29,11 @@ class Refusal(NamedTuple):
     reason: str
     label: str
 
+    @classmethod
+    def of(cls, exc: JoinRefused) -> Refusal:
+        """The broker's refusal (a cap or a ban) as a close code, reason and label."""
+        return cls(exc.code, exc.reason, exc.label)
+
 
 INVALID_SESSION_ID = Refusal(CloseCode.POLICY_VIOLATION, "invalid session id", "invalid_session_id")
 UNAVAILABLE = Refusal(CloseCode.TRY_AGAIN_LATER, "unavailable; try again later", "unavailable")
@@ -68,7 +73,7 @@ def join_now(
     try:
         recovery = state.broker.join_now(member, epoch=epoch, since=since)
     except JoinRefused as exc:
-        return Refusal(exc.code, exc.reason, exc.label)
+        return Refusal.of(exc)
     return False if recovery is None else None
 
 
@@ -81,5 +86,5 @@ async def join(state: AppState, member: Membership, *, epoch: str | None, since:
         log.warning("broker unavailable at join session=%s: %s", member.key.session_id, exc)
         return UNAVAILABLE
     except JoinRefused as exc:  # a cap or a ban, checked by the broker atomically with the join
-        return Refusal(exc.code, exc.reason, exc.label)
+        return Refusal.of(exc)
     return None

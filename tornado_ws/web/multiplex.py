@@ -81,8 +81,7 @@ class MultiplexConnection(Connection):
 
     def membership_for(self, claims: Claims, session_id: str) -> Membership:
         member = super().membership_for(claims, session_id)
-        member.peer = SessionPeer(self, member)
-        member.counts_connection = False
+        member.peer = SessionPeer(self, member)  # a peer needs its member: made after it
         return member
 
     # -- frames ---------------------------------------------------------------

@@ -8,7 +8,7 @@
 -- Admission and join in one round trip: the ban, the user's connections on live nodes, the
 -- org's live sessions; then the presence entry, the stream snapshot and the node's session index.
 -- Returns {refusal} ('banned', 'user' or 'sessions': nothing was changed), else
--- {first_of_user, entries, snapshot, participant_count, presence_version}: every entry while the
+-- {entries, snapshot, participant_count, presence_version}: every entry while the
 -- session has at most roster_limit users, about roster_limit of them (or none) beyond. The
 -- user_joined of a first connection is published here, in the order of the scripts, with its
 -- presence version: a node drops what it held for the newcomer up to the version its welcome shows.
@@ -57,4 +57,4 @@ local version = presence_version(KEYS[11], tonumber(ARGV[3]))
 if first == 1 then
   redis.call('PUBLISH', KEYS[10], 'p' .. version .. ' ' .. ARGV[5] .. ' ' .. ARGV[15] .. count .. ARGV[16])
 end
-return {first, entries, snapshot(ensure_epoch()), count, version}
+return {entries, snapshot(ensure_epoch()), count, version}
